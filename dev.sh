@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# kubevipd's one entry point for newcomers and CI (run as root on Debian 12):
+#   ./dev.sh demo    set up, then run the main job
+#   ./dev.sh test    set up, then run lint, types and every test
+#   ./dev.sh setup   only install what the project needs
+# It installs everything itself (apt-get, pip) and is safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+VENV=$ROOT/.venv            # Debian's python3 + Debian's python3-* libraries (our floor) + test tools
+TOOLS=$ROOT/.venv-tools     # tools whose own dependencies would shadow Debian's (kubernetes-validate)
+# Debian's python, never a pyenv shim: the .deb runs on /usr/bin/python3 and Debian's libraries.
+SYS_PY=/usr/bin/python3
+CLEAN_PATH=/usr/sbin:/usr/bin:/sbin:/bin
+
+APT_PACKAGES=(
+  python3 python3-venv python3-pip
+  python3-ruamel.yaml python3-jsonschema python3-pyroute2 python3-scapy python3-kubernetes
+  python3-sdnotify python3-prometheus-client python3-dnspython
+  iproute2
+)
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+setup() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    env PATH=$CLEAN_PATH apt-get update -qq
+    env PATH=$CLEAN_PATH DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV (system site packages: Debian's libraries are what the .deb runs on)"
+    env PATH=$CLEAN_PATH $SYS_PY -m venv --system-site-packages "$VENV"
+  fi
+  log "installing kubevipd (editable) and the test tools into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]"
+  if [ ! -x "$TOOLS/bin/kubernetes-validate" ]; then
+    log "installing kubernetes-validate into $TOOLS"
+    env PATH=$CLEAN_PATH $SYS_PY -m venv "$TOOLS"
+    "$TOOLS/bin/pip" install -q --disable-pip-version-check "kubernetes-validate>=1.30"
+  fi
+}
+
+run_tests() {
+  export KUBEVIPD_K8S_VALIDATE=$TOOLS/bin/kubernetes-validate
+  local rc=0
+  log "ruff check";         "$VENV/bin/ruff" check . || rc=1
+  log "ruff format --check"; "$VENV/bin/ruff" format --check . || rc=1
+  log "mypy (strict)";      "$VENV/bin/mypy" || rc=1
+  log "docs/config.md up to date"; "$VENV/bin/python" docs/gen_config_md.py --check || rc=1
+  log "pytest";             "$VENV/bin/python" -m pytest -q "$@" || rc=1
+  return $rc
+}
+
+demo() {
+  local example=$ROOT/etc/kubevip.yaml.example
+  log "kubevipd check-config $example"
+  "$VENV/bin/kubevipd" check-config "$example"
+  log "kubevipd render-manifest --config $example (the kube-vip static pod for the same settings)"
+  "$VENV/bin/kubevipd" render-manifest --config "$example"
+}
+
+cmd=${1:-test}; shift || true
+case "$cmd" in
+  setup) setup ;;
+  test) setup; run_tests "$@" ;;
+  demo) setup; demo ;;
+  *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;;
+esac

@@ -1,0 +1,238 @@
+"""The ``kubevipd`` command line.
+
+Each command imports only what it needs: check-config must stay fast and must not pay for the
+Kubernetes client. Exit status: 0 success, 1 failure at run time, 2 bad config or bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kubevipd import __version__
+
+if TYPE_CHECKING:
+    from kubevipd.config import Loaded
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+CONFIG_ENV = "KUBEVIPD_CONFIG"
+DEFAULT_CONFIG = "/etc/kubevip.yaml"
+
+
+def _default_config() -> str:
+    return os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        "-c",
+        metavar="PATH",
+        default=None,
+        help=f"config file (default: ${CONFIG_ENV} or {DEFAULT_CONFIG})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubevipd",
+        description="Keeps a Kubernetes control-plane virtual IP on exactly one healthy node.",
+    )
+    parser.add_argument("--version", action="version", version=f"kubevipd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="run the daemon", description="Run the daemon.")
+    _add_config(p)
+
+    p = sub.add_parser(
+        "check-config",
+        help="validate a config file",
+        description="Validate a config file. Prints 'PATH: ok' and exits 0, or prints every error "
+        "as FILE:LINE:COLUMN: field: message and exits 2.",
+    )
+    p.add_argument(
+        "path", nargs="?", metavar="PATH", help=f"default: ${CONFIG_ENV} or {DEFAULT_CONFIG}"
+    )
+
+    p = sub.add_parser(
+        "render-manifest",
+        help="print the equivalent kube-vip static pod, DaemonSet or RBAC",
+        description="Print the kube-vip manifest equivalent to the config: what `kube-vip "
+        "manifest pod|daemonset|rbac` prints for the same settings.",
+    )
+    _add_config(p)
+    p.add_argument(
+        "--kind",
+        choices=("pod", "daemonset", "rbac"),
+        default="pod",
+        help="static pod (default), DaemonSet, or RBAC for the DaemonSet",
+    )
+    p.add_argument(
+        "--image",
+        metavar="IMAGE",
+        help="kube-vip image, or only its tag (default: a pinned release)",
+    )
+    p.add_argument(
+        "--in-cluster",
+        action="store_true",
+        help="use a ServiceAccount instead of the host's kubeconfig",
+    )
+    p.add_argument(
+        "--include-secrets",
+        action="store_true",
+        help="write BGP passwords and the Metal token into the manifest (a static pod "
+        "cannot read a Secret); keep the output mode 0600",
+    )
+
+    p = sub.add_parser(
+        "import-manifest",
+        help="convert a kube-vip manifest into kubevip.yaml",
+        description="Read a kube-vip static pod or DaemonSet manifest and print the equivalent "
+        "kubevip.yaml; what cannot be carried over is listed on stderr.",
+    )
+    p.add_argument("file", metavar="FILE", help="the manifest ('-' for standard input)")
+
+    sub.add_parser(
+        "schema",
+        help="print the config's JSON Schema",
+        description="Print the JSON Schema of kubevip.yaml.",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {
+        "run": cmd_run,
+        "check-config": cmd_check_config,
+        "render-manifest": cmd_render_manifest,
+        "import-manifest": cmd_import_manifest,
+        "schema": cmd_schema,
+    }[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `kubevipd schema | head`: not an error worth a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+
+
+def _load(path: str) -> Loaded | None:
+    """Load and validate; print diagnostics to stderr; None when the config has errors."""
+    from kubevipd.config import ConfigError, load
+
+    try:
+        loaded = load(path)
+    except ConfigError as e:
+        for d in e.diagnostics:
+            print(d, file=sys.stderr)
+        return None
+    for w in loaded.warnings:
+        print(w, file=sys.stderr)
+    return loaded
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = args.path or _default_config()
+    if _load(path) is None:
+        return EXIT_CONFIG
+    print(f"{path}: ok")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    path = args.config or _default_config()
+    if _load(path) is None:
+        return EXIT_CONFIG
+    print(
+        f"kubevipd: {path} is valid, but the daemon is not built yet in kubevipd "
+        f"{__version__}: nothing was changed on this host",
+        file=sys.stderr,
+    )
+    return EXIT_FAILURE
+
+
+def cmd_render_manifest(args: argparse.Namespace) -> int:
+    from kubevipd.config.secrets import SecretError
+    from kubevipd.manifest import ManifestError, RenderOptions, dump, image_ref, render
+
+    path = args.config or _default_config()
+    loaded = _load(path)
+    if loaded is None:
+        return EXIT_CONFIG
+    options = RenderOptions(
+        kind=args.kind,
+        image=image_ref(args.image),
+        in_cluster=args.in_cluster,
+        include_secrets=args.include_secrets,
+    )
+    try:
+        rendered = render(loaded.config, options)
+    except ManifestError as e:
+        print(f"{path}: {e.field}: cannot be rendered for kube-vip: {e.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SecretError as e:
+        print(f"{path}: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    for note in rendered.notes:
+        print(note, file=sys.stderr)
+    sys.stdout.write(dump(rendered.documents))
+    return EXIT_OK
+
+
+def cmd_import_manifest(args: argparse.Namespace) -> int:
+    from kubevipd.config import ConfigError, load_text
+    from kubevipd.manifest import ManifestImportError, import_manifest, to_yaml
+
+    name = args.file
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
+        print(f"{name}: cannot read: {reason}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        imported = import_manifest(text)
+    except ManifestImportError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    except ValueError as e:
+        print(f"{name}: a kube-vip setting has a value kubevipd cannot read: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    output = to_yaml(imported.config)
+    sys.stdout.write(output)
+    for note in imported.notes:
+        print(f"{name}: {note}", file=sys.stderr)
+    try:
+        load_text(output, "<imported>")
+    except ConfigError as e:
+        print(
+            f"{name}: the imported config needs edits before kubevipd can use it:", file=sys.stderr
+        )
+        for d in e.diagnostics:
+            print(f"  {d}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from kubevipd.config.loader import schema
+
+    print(json.dumps(schema(), indent=2))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

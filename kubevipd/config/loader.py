@@ -1,0 +1,599 @@
+"""Load /etc/kubevip.yaml: YAML with positions, JSON Schema, semantic checks, then the model.
+
+Every problem becomes a Diagnostic with file, line and column, and all of them are reported at once;
+a config with any error never yields a Config, so the daemon cannot start half-configured.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, cast
+
+from kubevipd.config.errors import ConfigError, Diagnostic
+from kubevipd.config.model import (
+    AnnounceSpec,
+    ArpSpec,
+    BgpPeer,
+    BgpSpec,
+    Config,
+    DhcpSource,
+    DnsSource,
+    Duration,
+    ElectionSpec,
+    IPAddress,
+    MetalSpec,
+    MetricsSpec,
+    SecretRef,
+    VipSpec,
+)
+
+PathItem = str | int
+FieldPath = tuple[PathItem, ...]
+
+# Keys whose values are secrets: never echoed in any message.
+SECRET_KEYS = frozenset({"password", "token"})
+_CLIENT_GO_JITTER = 1.2  # client-go: RenewDeadline must exceed JitterFactor * RetryPeriod
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "empty",
+}
+
+
+@dataclass(frozen=True)
+class Loaded:
+    config: Config
+    warnings: Sequence[Diagnostic]
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The JSON Schema shipped in the package."""
+    text = resources.files("kubevipd.config").joinpath("schema.json").read_text("utf-8")
+    return cast(dict[str, Any], json.loads(text))
+
+
+def field_name(path: Sequence[PathItem]) -> str:
+    """``('announce', 'bgp', 'peers', 0, 'as')`` -> ``announce.bgp.peers[0].as``."""
+    out = ""
+    for item in path:
+        out += f"[{item}]" if isinstance(item, int) else (f".{item}" if out else item)
+    return out
+
+
+def load(path: str | Path) -> Loaded:
+    """Read, validate and convert a config file; raises ConfigError listing every problem."""
+    name = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([Diagnostic(name, None, None, "", "no such file")]) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            [Diagnostic(name, None, None, "", "is a directory, not a file")]
+        ) from None
+    except PermissionError:
+        msg = "cannot read: permission denied (run as root, or check the file's mode)"
+        raise ConfigError([Diagnostic(name, None, None, "", msg)]) from None
+    except OSError as e:
+        raise ConfigError(
+            [Diagnostic(name, None, None, "", f"cannot read: {e.strerror}")]
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        msg = "is not UTF-8 text"
+        raise ConfigError([Diagnostic(name, line, 1, "", msg)]) from None
+    return load_text(text, name, source=Path(path))
+
+
+def load_text(text: str, filename: str = "<config>", source: Path | None = None) -> Loaded:
+    """Validate YAML text as a kubevipd config; raises ConfigError listing every problem."""
+    root = _parse_yaml(text, filename)
+    doc = _plain(root)
+    errors = list(_schema_errors(doc, root, filename))
+    # Semantic checks assume the schema's shapes, so they run only on the top-level sections
+    # the schema found nothing wrong with; together, the operator sees every error at once.
+    broken = {re.split(r"[.\[]", d.field)[0] for d in errors}
+    checker = _Checker(doc, root, filename)
+    config = checker.build(source, skip=broken)
+    errors += checker.errors
+    if errors or config is None:
+        raise ConfigError(errors)
+    return Loaded(config, tuple(checker.warnings))
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+def _parse_yaml(text: str, filename: str) -> Any:
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    yaml = YAML(typ="rt")
+    try:
+        docs = list(yaml.load_all(text))
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = e.problem or e.context or "invalid YAML"
+        dup = re.match(r'found duplicate key "(.*?)" with value', problem)
+        if dup:
+            problem = f'duplicate key "{dup.group(1)}" (each key may appear once)'
+        elif e.context and e.problem:
+            problem = f"{problem} ({e.context})"
+        raise ConfigError(
+            [Diagnostic(filename, line, col, "", f"YAML syntax: {problem}")]
+        ) from None
+    except YAMLError as e:
+        raise ConfigError([Diagnostic(filename, 1, 1, "", f"YAML: {e}")]) from None
+    if len(docs) > 1:
+        msg = "holds several YAML documents ('---'); kubevipd reads exactly one"
+        raise ConfigError([Diagnostic(filename, 1, 1, "", msg)])
+    if not docs or docs[0] is None:
+        msg = "the file is empty: it needs at least a vip section (see kubevip.yaml.example)"
+        raise ConfigError([Diagnostic(filename, 1, 1, "", msg)])
+    root = docs[0]
+    if not isinstance(root, Mapping):
+        msg = f"expected a mapping of settings (key: value), got {_describe(root)}"
+        raise ConfigError([Diagnostic(filename, 1, 1, "", msg)])
+    return root
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip objects as plain JSON-like values for jsonschema."""
+    if isinstance(node, Mapping):
+        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node  # dates and tagged values: left as they are, the schema rejects them
+
+
+def _position(root: Any, path: FieldPath, at_key: bool = False) -> tuple[int, int]:
+    """1-based line and column of the value (or key) at ``path`` in the ruamel tree."""
+    line, col = 0, 0
+    node = root
+    for i, key in enumerate(path):
+        last = i == len(path) - 1
+        lc = getattr(node, "lc", None)
+        if lc is None:
+            break
+        if isinstance(node, Mapping) and isinstance(key, str) and key in node:
+            value_is_null = node[key] is None
+            pos = lc.key(key) if (last and at_key) or value_is_null else lc.value(key)
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            pos = lc.item(key)
+        else:
+            break
+        line, col = pos
+        node = node[key]
+    return line + 1, col + 1
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, int):
+        return "a whole number"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "an empty value"
+    return f"a {type(value).__name__}"
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@cache
+def _validator() -> Any:
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    return Draft202012Validator(schema(), format_checker=FormatChecker())
+
+
+def _schema_errors(doc: Any, root: Any, filename: str) -> Iterator[Diagnostic]:
+    for err in _validator().iter_errors(doc):
+        path: FieldPath = tuple(err.absolute_path)
+        if err.validator == "additionalProperties":
+            allowed = sorted(err.schema.get("properties", {}))
+            for key in sorted(set(err.instance) - set(allowed)):
+                kpath = (*path, key)
+                msg = f"unknown key{_did_you_mean(key, allowed)}"
+                line, col = _position(root, kpath, at_key=True)
+                yield Diagnostic(filename, line, col, field_name(kpath), msg)
+            continue
+        if err.validator == "required":
+            missing = [k for k in err.validator_value if k not in err.instance]
+            line, col = _position(root, path, at_key=True) if path else (1, 1)
+            for key in missing:
+                desc = err.schema.get("properties", {}).get(key, {}).get("description", "")
+                hint = f" ({desc.rstrip('.')})" if desc else ""
+                yield Diagnostic(
+                    filename, line, col, field_name((*path, key)), f"is required{hint}"
+                )
+            continue
+        line, col = _position(root, path)
+        yield Diagnostic(filename, line, col, field_name(path), _message(err, path))
+
+
+def _message(err: Any, path: FieldPath) -> str:
+    secret = bool(path) and path[-1] in SECRET_KEYS
+    custom = err.schema.get("x-error") if isinstance(err.schema, Mapping) else None
+    if err.validator == "type":
+        want = err.validator_value
+        wants = [want] if isinstance(want, str) else list(want)
+        names = " or ".join(_TYPE_NAMES.get(w, w) for w in wants)
+        return f"must be {names}, not {_describe(err.instance)}"
+    if custom:
+        return str(custom)
+    if err.validator == "enum":
+        options = [str(o) for o in err.validator_value]
+        got = "" if secret else f" (got {json.dumps(err.instance)})"
+        hint = _did_you_mean(str(err.instance), options) if isinstance(err.instance, str) else ""
+        return f"must be one of {', '.join(options)}{got}{hint}"
+    if err.validator in ("minimum", "exclusiveMinimum"):
+        return f"must be at least {err.validator_value}" + (
+            "" if err.validator == "minimum" else " (exclusive)"
+        )
+    if err.validator == "maximum":
+        return f"must be at most {err.validator_value}"
+    if err.validator == "minItems":
+        return f"needs at least {err.validator_value} item(s)"
+    if err.validator == "maxItems":
+        return f"takes at most {err.validator_value} item(s)"
+    if err.validator == "minLength":
+        return "must not be empty"
+    if err.validator == "format":
+        fmt = {"ipv4": "an IPv4 address", "ipv6": "an IPv6 address"}
+        return f"must be {fmt.get(err.validator_value, err.validator_value)}"
+    if err.validator == "pattern":
+        return "has an invalid form"
+    return "is invalid" if secret else str(err.message)
+
+
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+# --------------------------------------------------------------------------- semantics
+
+
+class _Checker:
+    """Rules a JSON Schema cannot state well, then conversion to the model."""
+
+    def __init__(self, doc: Mapping[str, Any], root: Any, filename: str) -> None:
+        self.doc = doc
+        self.root = root
+        self.filename = filename
+        self.errors: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
+
+    def error(self, path: FieldPath, message: str, at_key: bool = False) -> None:
+        line, col = _position(self.root, path, at_key)
+        self.errors.append(Diagnostic(self.filename, line, col, field_name(path), message))
+
+    def warn(self, path: FieldPath, message: str) -> None:
+        line, col = _position(self.root, path, at_key=True)
+        self.warnings.append(
+            Diagnostic(self.filename, line, col, field_name(path), message, "warning")
+        )
+
+    def build(self, source: Path | None, skip: set[str]) -> Config | None:
+        """The Config, or None when anything is wrong; sections in ``skip`` are not checked."""
+        if skip:
+            # Still check the sound sections, so every error is reported in one run.
+            if "vip" not in skip:
+                self._vip(self.doc["vip"])
+            if "election" not in skip:
+                self._election(self.doc.get("election", {}))
+            if "announce" not in skip:
+                self._announce(self.doc.get("announce", {"mode": "arp"}), None)
+            if "metrics" not in skip:
+                self._metrics(self.doc.get("metrics"))
+            return None
+        vip = self._vip(self.doc["vip"])
+        election = self._election(self.doc.get("election", {}))
+        announce = self._announce(self.doc.get("announce", {"mode": "arp"}), vip)
+        metrics = self._metrics(self.doc.get("metrics"))
+        if self.errors or vip is None or election is None or announce is None:
+            return None
+        return Config(
+            vip=vip,
+            node_name=self.doc.get("node_name"),
+            interface=self.doc.get("interface"),
+            election=election,
+            announce=announce,
+            metrics=metrics,
+            log_level=self.doc.get("log", {}).get("level", "info"),
+            source=source,
+        )
+
+    # vip ------------------------------------------------------------------
+
+    def _vip(self, v: Mapping[str, Any]) -> VipSpec | None:
+        sources = [k for k in ("address", "dns", "dhcp") if k in v]
+        if not sources:
+            self.error(("vip",), "needs exactly one of address, dns or dhcp", at_key=True)
+            return None
+        if len(sources) > 1:
+            for extra in sources[1:]:
+                self.error(
+                    ("vip", extra),
+                    f"conflicts with vip.{sources[0]}: set only one of address, dns or dhcp",
+                    at_key=True,
+                )
+            return None
+        port = int(v.get("port", 6443))
+        prefix = v.get("prefix_length")
+        prefixes = (
+            tuple(prefix)
+            if isinstance(prefix, list)
+            else ((prefix,) if prefix is not None else None)
+        )
+        if "address" in v:
+            addresses = self._addresses(v["address"])
+            if addresses is None:
+                return None
+            prefixes = self._prefixes(prefixes, tuple(a.version for a in addresses))
+            return VipSpec(addresses=addresses, prefix_lengths=prefixes, port=port)
+        if "dns" in v:
+            d = v["dns"]
+            family = d.get("family", "first")
+            refresh = self._duration(("vip", "dns", "refresh"), d.get("refresh", "3s"))
+            if prefixes is not None:
+                if family == "first":
+                    self.error(
+                        ("vip", "prefix_length"),
+                        "dns family 'first' may resolve to either "
+                        "family: set vip.dns.family to ipv4, ipv6 or dual to give a prefix "
+                        "length",
+                    )
+                    return None
+                versions = {"ipv4": (4,), "ipv6": (6,), "dual": (4, 6)}[family]
+                prefixes = self._prefixes(prefixes, versions)
+            dns = DnsSource(name=d["name"], family=family, refresh=refresh or Duration(3000))
+            return VipSpec(dns=dns, prefix_lengths=prefixes, port=port)
+        h = v["dhcp"]
+        if prefixes is not None:
+            prefixes = self._prefixes(prefixes, (4,))
+        dhcp = DhcpSource(hostname=h["hostname"], family=h.get("family", "ipv4"))
+        return VipSpec(dhcp=dhcp, prefix_lengths=prefixes, port=port)
+
+    def _addresses(self, raw: str | list[str]) -> tuple[IPAddress, ...] | None:
+        items = raw if isinstance(raw, list) else [raw]
+        base: FieldPath = ("vip", "address")
+        out: list[IPAddress] = []
+        for i, text in enumerate(items):
+            path = (*base, i) if isinstance(raw, list) else base
+            addr = ipaddress.ip_address(text)
+            bad = _unusable(addr)
+            if bad:
+                self.error(path, f"{addr} is {bad} and cannot be a virtual IP")
+                return None
+            out.append(addr)
+        if len(out) == 2 and out[0].version == out[1].version:
+            self.error(
+                base,
+                "a dual-stack VIP needs one IPv4 and one IPv6 address, "
+                f"not two IPv{out[0].version} addresses",
+            )
+            return None
+        return tuple(out)
+
+    def _prefixes(
+        self, given: tuple[int, ...] | None, versions: tuple[int, ...]
+    ) -> tuple[int, ...]:
+        path: FieldPath = ("vip", "prefix_length")
+        if given is None:
+            return tuple(32 if ver == 4 else 128 for ver in versions)
+        if len(given) != len(versions):
+            self.error(
+                path,
+                f"gives {len(given)} prefix length(s) for {len(versions)} "
+                "address(es): give one per address, in the same order",
+            )
+            return given
+        for i, (plen, ver) in enumerate(zip(given, versions, strict=True)):
+            top = 32 if ver == 4 else 128
+            if plen > top:
+                where = (
+                    (*path, i)
+                    if len(given) > 1 or isinstance(self.doc["vip"]["prefix_length"], list)
+                    else path
+                )
+                self.error(where, f"{plen} does not fit IPv{ver} (0 to {top})")
+        return given
+
+    # election -------------------------------------------------------------
+
+    def _election(self, e: Mapping[str, Any]) -> ElectionSpec | None:
+        base = ElectionSpec()
+        lease = self._duration(("election", "lease_duration"), e.get("lease_duration"))
+        renew = self._duration(("election", "renew_deadline"), e.get("renew_deadline"))
+        retry = self._duration(("election", "retry_period"), e.get("retry_period"))
+        lease = lease or base.lease_duration
+        renew = renew or base.renew_deadline
+        retry = retry or base.retry_period
+        ok = True
+        if lease <= renew:
+            where = "renew_deadline" if "renew_deadline" in e else "lease_duration"
+            self.error(
+                ("election", where),
+                f"lease_duration ({lease}) must be longer than "
+                f"renew_deadline ({renew}), or two nodes could both believe they lead",
+            )
+            ok = False
+        if renew <= retry * _CLIENT_GO_JITTER:
+            where = "retry_period" if "retry_period" in e else "renew_deadline"
+            self.error(
+                ("election", where),
+                f"renew_deadline ({renew}) must be longer than "
+                f"1.2 x retry_period ({retry}), as client-go requires",
+            )
+            ok = False
+        if not ok:
+            return None
+        return ElectionSpec(
+            backend=e.get("backend", "kubernetes"),
+            kubeconfig=Path(e.get("kubeconfig", str(base.kubeconfig))),
+            server=e.get("server"),
+            namespace=e.get("namespace", base.namespace),
+            lease_name=e.get("lease_name", base.lease_name),
+            lease_duration=lease,
+            renew_deadline=renew,
+            retry_period=retry,
+        )
+
+    def _duration(self, path: FieldPath, raw: str | float | None) -> Duration | None:
+        if raw is None:
+            return None
+        try:
+            return Duration.parse(raw)
+        except ValueError as e:
+            self.error(path, str(e))
+            return None
+
+    # announce -------------------------------------------------------------
+
+    def _announce(self, a: Mapping[str, Any], vip: VipSpec | None) -> AnnounceSpec | None:
+        mode = a["mode"]
+        for other in ("arp", "bgp", "metal"):
+            if other != mode and other in a:
+                self.error(
+                    ("announce", other),
+                    f"is set, but announce.mode is {mode}: remove "
+                    f"this section or set mode: {other}",
+                    at_key=True,
+                )
+        if mode == "arp":
+            refresh = self._duration(
+                ("announce", "arp", "refresh"), a.get("arp", {}).get("refresh")
+            )
+            return AnnounceSpec(mode="arp", arp=ArpSpec(refresh or Duration(3000)))
+        if mode not in a:
+            self.error(("announce",), f"mode {mode} needs an announce.{mode} section", at_key=True)
+            return None
+        if mode == "bgp":
+            bgp = self._bgp(a["bgp"])
+            return AnnounceSpec(mode="bgp", arp=None, bgp=bgp) if bgp else None
+        metal = self._metal(a["metal"], vip)
+        return AnnounceSpec(mode="metal", arp=None, metal=metal) if metal else None
+
+    def _bgp(self, b: Mapping[str, Any]) -> BgpSpec | None:
+        base: FieldPath = ("announce", "bgp")
+        peers: list[BgpPeer] = []
+        if not b["peers"]:
+            self.error((*base, "peers"), "the peer list is empty: give at least one BGP peer")
+            return None
+        seen: set[IPAddress] = set()
+        for i, p in enumerate(b["peers"]):
+            ppath = (*base, "peers", i)
+            addr = ipaddress.ip_address(p["address"])
+            if addr in seen:
+                self.error((*ppath, "address"), f"peer {addr} is listed twice")
+            seen.add(addr)
+            secret = self._secret(ppath, p, "password", required=False)
+            peers.append(BgpPeer(addr, int(p["as"]), bool(p.get("multihop", False)), secret))
+        return BgpSpec(ipaddress.IPv4Address(b["router_id"]), int(b["local_as"]), tuple(peers))
+
+    def _metal(self, m: Mapping[str, Any], vip: VipSpec | None) -> MetalSpec | None:
+        base: FieldPath = ("announce", "metal")
+        if vip is not None and not vip.addresses:
+            self.error(
+                ("vip",),
+                "announce mode metal moves an Elastic IP: set vip.address to "
+                "it (dns and dhcp cannot be used with metal)",
+                at_key=True,
+            )
+        token = self._secret(base, m, "token", required=True)
+        if token is None:
+            return None
+        return MetalSpec(project_id=m["project_id"].lower(), token=token)
+
+    def _secret(
+        self, base: FieldPath, section: Mapping[str, Any], name: str, required: bool
+    ) -> SecretRef | None:
+        keys = {f"{name}_file": "file", f"{name}_credential": "credential", name: "inline"}
+        given = [k for k in keys if k in section]
+        if len(given) > 1:
+            for extra in given[1:]:
+                self.error(
+                    (*base, extra),
+                    f"conflicts with {given[0]}: give the {name} one way only",
+                    at_key=True,
+                )
+            return None
+        if not given:
+            if required:
+                self.error(
+                    base,
+                    f"needs {name}_file or {name}_credential (the {name} is never "
+                    "read from anywhere else)",
+                    at_key=True,
+                )
+            return None
+        key = given[0]
+        if keys[key] == "inline":
+            self.warn(
+                (*base, key),
+                f"inline {name} in the config file: move it to {name}_file "
+                f"(mode 0600) or a systemd credential ({name}_credential)",
+            )
+        return SecretRef(kind=keys[key], value=section[key])  # type: ignore[arg-type]
+
+    # metrics --------------------------------------------------------------
+
+    def _metrics(self, m: Mapping[str, Any] | None) -> MetricsSpec | None:
+        if m is None:
+            return None
+        listen = m["listen"]
+        host, _, port = listen.rpartition(":")
+        if not 1 <= int(port) <= 65535:
+            self.error(("metrics", "listen"), f"port {port} is out of range (1 to 65535)")
+        if host.startswith("["):
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError:
+                self.error(("metrics", "listen"), f"{host} is not an IPv6 address")
+        return MetricsSpec(listen=listen)
+
+
+def _unusable(addr: IPAddress) -> str | None:
+    if addr.is_unspecified:
+        return "the unspecified address"
+    if addr.is_loopback:
+        return "a loopback address"
+    if addr.is_multicast:
+        return "a multicast address"
+    if addr.is_link_local:
+        return "a link-local address"
+    return None

@@ -1,0 +1,189 @@
+"""Typed, frozen view of /etc/kubevip.yaml.
+
+The loader builds these objects only from a document that passed the schema and the semantic
+checks, so the rest of kubevipd never sees a half-valid config. Defaults are filled in here, so two
+files that mean the same thing give equal objects (import-manifest's round trip relies on it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_CONFIG_PATH = Path("/etc/kubevip.yaml")
+
+_DURATION_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+class Duration(int):
+    """A duration in whole milliseconds; an int so equality and hashing are exact."""
+
+    @classmethod
+    def parse(cls, value: str | int | float) -> Duration:
+        """Parse ``500ms``, ``5s``, ``1m``, ``2h`` or a number of seconds.
+
+        Raises ValueError for anything else, or for a value that is not a whole number of ms.
+        """
+        if isinstance(value, bool):
+            raise ValueError("a duration is not a boolean")
+        if isinstance(value, int | float):
+            ms = value * 1000
+        else:
+            m = _DURATION_RE.match(value.strip())
+            if not m:
+                raise ValueError(f"{value!r} is not a duration such as 500ms, 5s or 1m")
+            ms = float(m.group(1)) * _UNIT_MS[m.group(2)]
+        if ms <= 0:
+            raise ValueError("a duration must be greater than zero")
+        if abs(ms - round(ms)) > 1e-6:
+            raise ValueError("a duration must be a whole number of milliseconds")
+        return cls(round(ms))
+
+    @property
+    def seconds(self) -> float:
+        return self / 1000
+
+    def __str__(self) -> str:
+        ms = int(self)
+        if ms % 3_600_000 == 0:
+            return f"{ms // 3_600_000}h"
+        if ms % 60_000 == 0:
+            return f"{ms // 60_000}m"
+        if ms % 1000 == 0:
+            return f"{ms // 1000}s"
+        return f"{ms}ms"
+
+    def __repr__(self) -> str:
+        return f"Duration({self})"
+
+
+# Immutable defaults (Duration is an int), named so the dataclasses below read as the docs do.
+ONE_SECOND = Duration(1000)
+THREE_SECONDS = Duration(3000)
+FIVE_SECONDS = Duration(5000)
+
+SecretKind = Literal["file", "credential", "inline"]
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret comes from. An inline value never appears in repr() or str()."""
+
+    kind: SecretKind
+    value: str = field(repr=False)
+
+    def describe(self) -> str:
+        """A log-safe description: the path or credential name, never the secret itself."""
+        if self.kind == "file":
+            return f"file {self.value}"
+        if self.kind == "credential":
+            return f"systemd credential {self.value}"
+        return "inline value"
+
+    def __repr__(self) -> str:
+        return f"SecretRef({self.describe()})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class DnsSource:
+    name: str
+    family: Literal["first", "ipv4", "ipv6", "dual"] = "first"
+    refresh: Duration = THREE_SECONDS
+
+
+@dataclass(frozen=True)
+class DhcpSource:
+    hostname: str
+    family: Literal["ipv4"] = "ipv4"
+
+
+@dataclass(frozen=True)
+class VipSpec:
+    """Exactly one of ``addresses`` (non-empty), ``dns`` or ``dhcp`` is set."""
+
+    addresses: tuple[IPAddress, ...] = ()
+    dns: DnsSource | None = None
+    dhcp: DhcpSource | None = None
+    # One prefix length per address; for dns/dhcp only what the file set (None: family default).
+    prefix_lengths: tuple[int, ...] | None = None
+    port: int = 6443
+
+
+@dataclass(frozen=True)
+class ElectionSpec:
+    backend: Literal["kubernetes"] = "kubernetes"
+    kubeconfig: Path = Path("/etc/kubernetes/admin.conf")
+    server: str | None = None
+    namespace: str = "kube-system"
+    lease_name: str = "plndr-cp-lock"
+    lease_duration: Duration = FIVE_SECONDS
+    renew_deadline: Duration = THREE_SECONDS
+    retry_period: Duration = ONE_SECOND
+
+
+@dataclass(frozen=True)
+class ArpSpec:
+    refresh: Duration = THREE_SECONDS
+
+
+@dataclass(frozen=True)
+class BgpPeer:
+    address: IPAddress
+    asn: int
+    multihop: bool = False
+    password: SecretRef | None = None
+
+
+@dataclass(frozen=True)
+class BgpSpec:
+    router_id: ipaddress.IPv4Address
+    local_as: int
+    peers: tuple[BgpPeer, ...]
+
+
+@dataclass(frozen=True)
+class MetalSpec:
+    project_id: str
+    token: SecretRef
+
+
+AnnounceMode = Literal["arp", "bgp", "metal"]
+
+
+@dataclass(frozen=True)
+class AnnounceSpec:
+    """``mode`` names the one section that is set."""
+
+    mode: AnnounceMode = "arp"
+    arp: ArpSpec | None = field(default_factory=ArpSpec)
+    bgp: BgpSpec | None = None
+    metal: MetalSpec | None = None
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    listen: str
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class Config:
+    vip: VipSpec
+    node_name: str | None = None
+    interface: str | None = None
+    election: ElectionSpec = field(default_factory=ElectionSpec)
+    announce: AnnounceSpec = field(default_factory=AnnounceSpec)
+    metrics: MetricsSpec | None = None
+    log_level: LogLevel = "info"
+    # Where the config came from: for messages only, not part of its meaning.
+    source: Path | None = field(default=None, compare=False)

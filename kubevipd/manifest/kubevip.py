@@ -1,0 +1,69 @@
+"""kube-vip's vocabulary: env var names, value formats and defaults, shared by render and import.
+
+Keeping both directions on one table is what makes import(render(c)) == c hold.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+IMAGE_REPO = "ghcr.io/kube-vip/kube-vip"
+IMAGE_TAG = "v1.2.3"  # pinned: a manifest must not change under the operator's feet
+NAMESPACE = "kube-system"  # where kube-vip's pod / DaemonSet / ServiceAccount live
+SERVICE_ACCOUNT = "kube-vip"
+POD_NAME = "kube-vip"
+DAEMONSET_NAME = "kube-vip-ds"
+KUBECONFIG_MOUNT = "/etc/kubernetes/admin.conf"  # kube-vip reads this fixed path
+SECRET_NAME = "kube-vip-secrets"  # the Secret a DaemonSet reads passwords and tokens from
+METAL_TOKEN_ENV = "PACKET_AUTH_TOKEN"
+ARP_RATE_DEFAULT_MS = 3000  # kube-vip's gratuitous ARP period when vip_arpRate is unset
+DNS_REFRESH_MS = 3000  # kubevipd's default; kube-vip has no setting for it
+CONFIG_DIR = "/etc/kubevip"  # where import-manifest tells the operator to put secrets
+
+# logrus levels as kube-vip's vip_loglevel takes them
+LOG_LEVELS = {"error": 2, "warning": 3, "info": 4, "debug": 5}
+
+
+def peer_password_env(index: int) -> str:
+    """Env var that carries peer ``index``'s password into bgp_peers by $(VAR) expansion."""
+    return f"KUBEVIPD_BGP_PEER{index}_PASSWORD"
+
+
+def secret_key_for_path(path: str) -> str:
+    """Key in kube-vip-secrets for a secret the config reads from ``path`` (its file name)."""
+    return re.sub(r"[^-._A-Za-z0-9]", "-", path.rstrip("/").rsplit("/", 1)[-1])
+
+
+@dataclass(frozen=True)
+class PeerString:
+    """One entry of kube-vip's bgp_peers: ``address:as:password:multihop``."""
+
+    address: str
+    asn: int
+    password: str
+    multihop: bool
+
+    def format(self) -> str:
+        addr = ipaddress.ip_address(self.address)
+        host = f"[{addr}]" if addr.version == 6 else str(addr)
+        return f"{host}:{self.asn}:{self.password}:{str(self.multihop).lower()}"
+
+    @classmethod
+    def parse(cls, text: str) -> PeerString:
+        """Parse one bgp_peers entry; IPv6 addresses are written in brackets."""
+        text = text.strip()
+        if text.startswith("["):
+            host, sep, rest = text[1:].partition("]")
+            if not sep:
+                raise ValueError(f"unclosed '[' in BGP peer {text!r}")
+            parts = [host, *rest.lstrip(":").split(":")]
+        else:
+            parts = text.split(":")
+        if len(parts) < 2:
+            raise ValueError(f"BGP peer {text!r} is not address:as[:password[:multihop]]")
+        ipaddress.ip_address(parts[0])
+        password = parts[2] if len(parts) > 2 else ""
+        multihop = parts[3].lower() == "true" if len(parts) > 3 and parts[3] else False
+        return cls(parts[0], int(parts[1]), password, multihop)

@@ -1,0 +1,160 @@
+"""The command line as an operator uses it: the installed `kubevipd` script, exit codes, stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "etc" / "kubevip.yaml.example"
+KUBEVIPD = shutil.which("kubevipd", path=str(Path(sys.executable).parent)) or "kubevipd"
+
+
+def kubevipd(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "KUBEVIPD_CONFIG"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [KUBEVIPD, *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=stdin,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_version() -> None:
+    from kubevipd import __version__
+
+    r = kubevipd("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"kubevipd {__version__}"
+
+
+@pytest.mark.parametrize(
+    "command", ["run", "check-config", "render-manifest", "import-manifest", "schema"]
+)
+def test_help_on_every_command(command: str) -> None:
+    r = kubevipd(command, "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: kubevipd " + command)
+
+
+def test_check_config_ok_prints_only_path_ok() -> None:
+    r = kubevipd("check-config", str(EXAMPLE))
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"{EXAMPLE}: ok\n", "")
+
+
+def test_check_config_takes_the_path_from_the_environment() -> None:
+    r = kubevipd("check-config", env={"KUBEVIPD_CONFIG": str(EXAMPLE)})
+    assert (r.returncode, r.stdout) == (0, f"{EXAMPLE}: ok\n")
+
+
+def test_check_config_errors_exit_2_one_line_each(tmp_path: Path) -> None:
+    f = tmp_path / "kubevip.yaml"
+    f.write_text("vip:\n  address: 10.0.0.300\nelection:\n  lease_duration: 1s\nfoo: 1\n")
+    r = kubevipd("check-config", str(f))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        f"{f}:2:12: vip.address: must be an IP address, or a list of one IPv4 and one IPv6 address",
+        f"{f}:4:19: election.lease_duration: lease_duration (1s) must be longer than "
+        "renew_deadline (3s), or two nodes could both believe they lead",
+        f"{f}:5:1: foo: unknown key",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "no such file"),
+        ("", "the file is empty"),
+        ("vip: [\n", "YAML syntax"),
+        ("- a\n", "expected a mapping"),
+    ],
+)
+def test_bad_files_never_give_a_traceback(
+    tmp_path: Path, content: str | None, fragment: str
+) -> None:
+    f = tmp_path / "kubevip.yaml"
+    if content is not None:
+        f.write_text(content)
+    for cmd in (
+        ["check-config", str(f)],
+        ["run", "--config", str(f)],
+        ["render-manifest", "--config", str(f)],
+    ):
+        r = kubevipd(*cmd)
+        assert r.returncode == 2, cmd
+        assert "Traceback" not in r.stderr and fragment in r.stderr
+        assert len(r.stderr.splitlines()) == 1
+
+
+def test_permission_error_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubevipd.config import ConfigError, load
+
+    def deny(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    with pytest.raises(ConfigError) as raised:
+        load("/etc/kubevip.yaml")
+    assert str(raised.value) == (
+        "/etc/kubevip.yaml: cannot read: permission denied (run as root, or check the file's mode)"
+    )
+
+
+def test_run_validates_and_says_the_daemon_is_not_built_yet() -> None:
+    r = kubevipd("run", "--config", str(EXAMPLE))
+    assert r.returncode == 1
+    assert "daemon is not built yet" in r.stderr and "nothing was changed" in r.stderr
+
+
+def test_schema_prints_the_shipped_schema() -> None:
+    r = kubevipd("schema")
+    assert r.returncode == 0
+    shipped = json.loads((ROOT / "kubevipd" / "config" / "schema.json").read_text())
+    assert json.loads(r.stdout) == shipped
+
+
+def test_check_config_does_not_import_the_kubernetes_client() -> None:
+    code = (
+        "import sys; from kubevipd.cli import main; rc = main(['check-config', sys.argv[1]]);"
+        "bad = [m for m in ('kubernetes', 'pyroute2', 'scapy') if m in sys.modules];"
+        "print(bad); raise SystemExit(rc)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0 and r.stdout.splitlines()[-1] == "[]"
+
+
+def test_render_then_import_through_the_cli(tmp_path: Path) -> None:
+    r = kubevipd("render-manifest", "--config", str(EXAMPLE))
+    assert r.returncode == 0 and "kind: Pod" in r.stdout
+    manifest = tmp_path / "vip.yaml"
+    manifest.write_text(r.stdout)
+    r2 = kubevipd("import-manifest", str(manifest))
+    assert r2.returncode == 0, r2.stderr
+    back = tmp_path / "kubevip.yaml"
+    back.write_text(r2.stdout)
+    from kubevipd.config import load
+
+    assert load(back).config == load(EXAMPLE).config
+
+
+def test_import_from_stdin_and_bad_input() -> None:
+    r = kubevipd("import-manifest", "-", stdin="kind: ConfigMap\n")
+    assert r.returncode == 1 and "no Pod or DaemonSet with a kube-vip container" in r.stderr
+    r = kubevipd("import-manifest", "/nonexistent/vip.yaml")
+    assert r.returncode == 1 and "cannot read" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,431 @@
+"""Every invalid config is reported at its exact line and column, with the field and why."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubevipd.config import ConfigError, load_text
+
+OK_VIP = "vip: {address: 192.168.0.75}\n"
+UUID = "7a5b2b1e-0c2e-4b4e-9a52-1d3f0e6f8a11"
+
+# (name, yaml text, line, column, field, fragment of the message)
+CASES = [
+    ("empty file", "", 1, 1, "", "the file is empty"),
+    ("only a comment", "# nothing\n", 1, 1, "", "the file is empty"),
+    ("a list, not a mapping", "- vip\n", 1, 1, "", "expected a mapping"),
+    ("a scalar", "hello\n", 1, 1, "", "expected a mapping"),
+    ("two documents", OK_VIP + "---\n" + OK_VIP, 1, 1, "", "several YAML documents"),
+    ("unclosed flow sequence", "vip:\n  address: [1.2.3.4\n", 3, 1, "", "YAML syntax"),
+    ("tab indentation", "vip:\n\taddress: 1.2.3.4\n", 2, 1, "", "YAML syntax"),
+    (
+        "duplicate key",
+        OK_VIP + "interface: a\ninterface: b\n",
+        3,
+        1,
+        "",
+        'duplicate key "interface"',
+    ),
+    ("vip missing", "interface: eth0\n", 1, 1, "vip", "is required"),
+    ("vip empty", "vip:\n", 1, 1, "vip", "must be a mapping, not an empty value"),
+    (
+        "unknown top-level key, close",
+        OK_VIP + "interfce: eth0\n",
+        2,
+        1,
+        "interfce",
+        "unknown key; did you mean 'interface'?",
+    ),
+    ("unknown key, nothing close", OK_VIP + "colour: blue\n", 2, 1, "colour", "unknown key"),
+    (
+        "unknown nested key",
+        "vip:\n  adress: 1.2.3.4\n",
+        2,
+        3,
+        "vip.adress",
+        "did you mean 'address'?",
+    ),
+    ("no vip source", "vip:\n  port: 6443\n", 1, 1, "vip", "exactly one of address, dns or dhcp"),
+    (
+        "two vip sources",
+        "vip:\n  address: 10.0.0.1\n  dns: {name: cp.example.com}\n",
+        3,
+        3,
+        "vip.dns",
+        "conflicts with vip.address",
+    ),
+    ("bad IPv4", "vip:\n  address: 192.168.0.300\n", 2, 12, "vip.address", "must be an IP address"),
+    ("loopback VIP", "vip:\n  address: 127.0.0.1\n", 2, 12, "vip.address", "loopback"),
+    ("multicast VIP", "vip:\n  address: 224.0.0.1\n", 2, 12, "vip.address", "multicast"),
+    (
+        "dual stack, same family",
+        "vip:\n  address: [10.0.0.1, 10.0.0.2]\n",
+        2,
+        12,
+        "vip.address",
+        "one IPv4 and one IPv6",
+    ),
+    (
+        "three addresses",
+        "vip:\n  address: [10.0.0.1, 'fd00::1', 10.0.0.3]\n",
+        2,
+        12,
+        "vip.address",
+        "must be an IP address, or a list",
+    ),
+    (
+        "IPv4 prefix too long",
+        "vip:\n  address: 10.0.0.1\n  prefix_length: 33\n",
+        3,
+        18,
+        "vip.prefix_length",
+        "33 does not fit IPv4",
+    ),
+    (
+        "prefix over 128",
+        "vip:\n  address: 'fd00::1'\n  prefix_length: 129\n",
+        3,
+        18,
+        "vip.prefix_length",
+        "prefix length (0 to 128)",
+    ),
+    (
+        "two prefixes for one address",
+        "vip:\n  address: 10.0.0.1\n  prefix_length: [24, 64]\n",
+        3,
+        18,
+        "vip.prefix_length",
+        "give one per address",
+    ),
+    (
+        "dns family first with prefix",
+        "vip:\n  dns: {name: cp.example.com}\n  prefix_length: 24\n",
+        3,
+        18,
+        "vip.prefix_length",
+        "family 'first'",
+    ),
+    (
+        "bad dns name",
+        "vip:\n  dns:\n    name: 'cp example'\n",
+        3,
+        11,
+        "vip.dns.name",
+        "must be a DNS name",
+    ),
+    ("dhcp without hostname", "vip:\n  dhcp: {}\n", 2, 3, "vip.dhcp.hostname", "is required"),
+    (
+        "dhcp ipv6",
+        "vip:\n  dhcp: {hostname: cp-vip, family: ipv6}\n",
+        2,
+        36,
+        "vip.dhcp.family",
+        "must be one of ipv4",
+    ),
+    (
+        "port as string",
+        "vip:\n  address: 10.0.0.1\n  port: '6443'\n",
+        3,
+        9,
+        "vip.port",
+        "must be a whole number, not a string",
+    ),
+    (
+        "port out of range",
+        "vip:\n  address: 10.0.0.1\n  port: 70000\n",
+        3,
+        9,
+        "vip.port",
+        "must be at most 65535",
+    ),
+    ("port zero", "vip:\n  address: 10.0.0.1\n  port: 0\n", 3, 9, "vip.port", "at least 1"),
+    (
+        "node name upper case",
+        "node_name: CP1\n" + OK_VIP,
+        1,
+        12,
+        "node_name",
+        "lower-case DNS name",
+    ),
+    (
+        "interface too long",
+        "interface: averyveryverylongname\n" + OK_VIP,
+        1,
+        12,
+        "interface",
+        "1 to 15 characters",
+    ),
+    (
+        "lease not longer than renew",
+        OK_VIP + "election:\n  lease_duration: 3s\n",
+        3,
+        19,
+        "election.lease_duration",
+        "must be longer than renew_deadline (3s)",
+    ),
+    (
+        "renew too close to retry",
+        OK_VIP + "election:\n  renew_deadline: 3s\n  retry_period: 2.5s\n",
+        4,
+        17,
+        "election.retry_period",
+        "1.2 x retry_period",
+    ),
+    (
+        "duration with bad unit",
+        OK_VIP + "election:\n  lease_duration: 5 seconds\n",
+        3,
+        19,
+        "election.lease_duration",
+        "must be a duration",
+    ),
+    (
+        "duration negative",
+        OK_VIP + "election:\n  retry_period: -1\n",
+        3,
+        17,
+        "election.retry_period",
+        "must be a duration",
+    ),
+    (
+        "duration below a millisecond",
+        OK_VIP + "election:\n  retry_period: 0.5ms\n",
+        3,
+        17,
+        "election.retry_period",
+        "whole number of milliseconds",
+    ),
+    (
+        "unknown backend",
+        OK_VIP + "election:\n  backend: etcd\n",
+        3,
+        12,
+        "election.backend",
+        "must be one of kubernetes",
+    ),
+    (
+        "relative kubeconfig",
+        OK_VIP + "election:\n  kubeconfig: admin.conf\n",
+        3,
+        15,
+        "election.kubeconfig",
+        "absolute path",
+    ),
+    (
+        "server without scheme",
+        OK_VIP + "election:\n  server: 127.0.0.1:6443\n",
+        3,
+        11,
+        "election.server",
+        "must be a URL",
+    ),
+    (
+        "lease name with capitals",
+        OK_VIP + "election:\n  lease_name: Plndr\n",
+        3,
+        15,
+        "election.lease_name",
+        "Kubernetes name",
+    ),
+    ("announce without mode", OK_VIP + "announce: {}\n", 2, 1, "announce.mode", "is required"),
+    (
+        "mode misspelt",
+        OK_VIP + "announce:\n  mode: arpp\n",
+        3,
+        9,
+        "announce.mode",
+        "did you mean 'arp'?",
+    ),
+    (
+        "other mode's section",
+        OK_VIP + "announce:\n  mode: arp\n  arp: {}\n"
+        f"  metal: {{project_id: {UUID}, token_file: /etc/kubevip/metal.token}}\n",
+        5,
+        3,
+        "announce.metal",
+        "announce.mode is arp",
+    ),
+    (
+        "bgp without section",
+        OK_VIP + "announce:\n  mode: bgp\n",
+        2,
+        1,
+        "announce",
+        "needs an announce.bgp section",
+    ),
+    (
+        "bgp empty peers",
+        OK_VIP + "announce:\n  mode: bgp\n  bgp:\n    router_id: 10.0.0.11\n"
+        "    local_as: 65000\n    peers: []\n",
+        7,
+        12,
+        "announce.bgp.peers",
+        "peer list is empty",
+    ),
+    (
+        "bgp router id IPv6",
+        OK_VIP + "announce:\n  mode: bgp\n  bgp:\n    router_id: 'fd00::1'\n"
+        "    local_as: 65000\n    peers: [{address: 10.0.0.1, as: 65000}]\n",
+        5,
+        16,
+        "announce.bgp.router_id",
+        "must be an IPv4 address",
+    ),
+    (
+        "bgp AS zero",
+        OK_VIP + "announce:\n  mode: bgp\n  bgp:\n    router_id: 10.0.0.11\n"
+        "    local_as: 0\n    peers: [{address: 10.0.0.1, as: 65000}]\n",
+        6,
+        15,
+        "announce.bgp.local_as",
+        "at least 1",
+    ),
+    (
+        "bgp peer without as",
+        OK_VIP + "announce:\n  mode: bgp\n  bgp:\n    router_id: 10.0.0.11\n"
+        "    local_as: 65000\n    peers:\n      - address: 10.0.0.1\n",
+        8,
+        9,
+        "announce.bgp.peers[0].as",
+        "is required",
+    ),
+    (
+        "bgp peer password two ways",
+        OK_VIP + "announce:\n  mode: bgp\n  bgp:\n"
+        "    router_id: 10.0.0.11\n    local_as: 65000\n    peers:\n      - address: 10.0.0.1\n"
+        "        as: 65000\n        password_file: /etc/kubevip/bgp.pass\n"
+        "        password: hunter2\n",
+        11,
+        9,
+        "announce.bgp.peers[0].password",
+        "conflicts with password_file",
+    ),
+    (
+        "bgp duplicate peer",
+        OK_VIP + "announce:\n  mode: bgp\n  bgp:\n    router_id: 10.0.0.11\n"
+        "    local_as: 65000\n    peers:\n      - {address: 10.0.0.1, as: 65000}\n"
+        "      - {address: 10.0.0.1, as: 65001}\n",
+        9,
+        19,
+        "announce.bgp.peers[1].address",
+        "listed twice",
+    ),
+    (
+        "metal without token",
+        OK_VIP + f"announce:\n  mode: metal\n  metal:\n    project_id: {UUID}\n",
+        4,
+        3,
+        "announce.metal",
+        "needs token_file or token_credential",
+    ),
+    (
+        "metal bad project id",
+        OK_VIP + "announce:\n  mode: metal\n  metal:\n    project_id: vipTest\n"
+        "    token_file: /etc/kubevip/metal.token\n",
+        5,
+        17,
+        "announce.metal.project_id",
+        "project UUID",
+    ),
+    (
+        "metal with dns vip",
+        "vip: {dns: {name: cp.example.com}}\nannounce:\n  mode: metal\n"
+        f"  metal: {{project_id: {UUID}, token_file: /etc/kubevip/metal.token}}\n",
+        1,
+        1,
+        "vip",
+        "Elastic IP",
+    ),
+    (
+        "credential name with slash",
+        OK_VIP + f"announce:\n  mode: metal\n  metal:\n"
+        f"    project_id: {UUID}\n    token_credential: a/b\n",
+        6,
+        23,
+        "announce.metal.token_credential",
+        "systemd credential name",
+    ),
+    (
+        "metrics without port",
+        OK_VIP + "metrics: {listen: 127.0.0.1}\n",
+        2,
+        19,
+        "metrics.listen",
+        "must be host:port",
+    ),
+    (
+        "metrics port out of range",
+        OK_VIP + "metrics: {listen: '127.0.0.1:99999'}\n",
+        2,
+        19,
+        "metrics.listen",
+        "out of range",
+    ),
+    (
+        "log level unknown",
+        OK_VIP + "log: {level: verbose}\n",
+        2,
+        14,
+        "log.level",
+        "must be one of debug, info, warning, error",
+    ),
+    (
+        "boolean where a string belongs",
+        OK_VIP + "interface: true\n",
+        2,
+        12,
+        "interface",
+        "must be a string, not true/false",
+    ),
+    (
+        "date where a string belongs",
+        "node_name: 2024-01-01\n" + OK_VIP,
+        1,
+        12,
+        "node_name",
+        "must be a string, not a date",
+    ),
+]
+
+
+def _ids() -> list[str]:
+    return [c[0] for c in CASES]
+
+
+@pytest.mark.parametrize(("name", "text", "line", "col", "field", "fragment"), CASES, ids=_ids())
+def test_invalid_config_is_reported_where_it_is(
+    name: str, text: str, line: int, col: int, field: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_text(text, "kubevip.yaml")
+    first = raised.value.diagnostics[0]
+    assert (first.line, first.column, first.field) == (line, col, field), str(raised.value)
+    assert fragment in first.message, str(raised.value)
+    # the compiler format, one line per error
+    assert str(first).startswith(f"kubevip.yaml:{line}:{col}:")
+    assert "\n" not in str(first)
+
+
+def test_there_are_at_least_thirty_cases() -> None:
+    assert len(CASES) >= 30
+
+
+def test_all_errors_are_reported_at_once_in_file_order() -> None:
+    text = (
+        "node_name: CP1\n"
+        "interfce: eth0\n"
+        "vip:\n  address: 10.0.0.300\n  port: 0\n"
+        "election:\n  lease_duration: 2s\n"
+        "log: {level: loud}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_text(text, "f.yaml")
+    got = [(d.line, d.field) for d in raised.value.diagnostics]
+    assert got == [
+        (1, "node_name"),
+        (2, "interfce"),
+        (4, "vip.address"),
+        (5, "vip.port"),
+        (7, "election.lease_duration"),
+        (8, "log.level"),
+    ]

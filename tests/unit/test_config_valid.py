@@ -1,0 +1,271 @@
+"""Valid configs load into the typed model, with defaults, and secrets never leak."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from kubevipd.config import ConfigError, load, load_text
+from kubevipd.config.loader import schema
+from kubevipd.config.model import Duration, SecretRef
+from kubevipd.config.secrets import SecretError, read_secret
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "etc" / "kubevip.yaml.example"
+UUID = "7a5b2b1e-0c2e-4b4e-9a52-1d3f0e6f8a11"
+
+
+def test_minimal_config_gets_kube_vip_compatible_defaults() -> None:
+    c = load_text("vip: {address: 192.168.0.75}\n").config
+    assert c.vip.addresses == (ipaddress.ip_address("192.168.0.75"),)
+    assert c.vip.prefix_lengths == (32,)
+    assert c.vip.port == 6443
+    assert c.node_name is None and c.interface is None
+    e = c.election
+    assert (e.namespace, e.lease_name, str(e.kubeconfig)) == (
+        "kube-system",
+        "plndr-cp-lock",
+        "/etc/kubernetes/admin.conf",
+    )
+    assert (e.lease_duration, e.renew_deadline, e.retry_period) == (5000, 3000, 1000)
+    assert c.announce.mode == "arp" and c.announce.arp is not None
+    assert c.announce.arp.refresh == 3000
+    assert c.metrics is None and c.log_level == "info"
+
+
+def test_config_is_frozen() -> None:
+    c = load_text("vip: {address: 192.168.0.75}\n").config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.interface = "eth1"  # type: ignore[misc]
+
+
+def test_dual_stack_defaults_one_prefix_per_family() -> None:
+    c = load_text("vip: {address: [192.168.0.75, 'fd00::75']}\n").config
+    assert [a.version for a in c.vip.addresses] == [4, 6]
+    assert c.vip.prefix_lengths == (32, 128)
+
+
+def test_dns_and_dhcp_sources() -> None:
+    c = load_text(
+        "vip: {dns: {name: cp.example.com, family: dual, refresh: 10s}, prefix_length: [24, 64]}\n"
+    ).config
+    assert c.vip.dns is not None and c.vip.dns.family == "dual" and c.vip.dns.refresh == 10_000
+    assert c.vip.prefix_lengths == (24, 64) and c.vip.addresses == ()
+    c = load_text("vip: {dhcp: {hostname: cp-vip}}\n").config
+    assert c.vip.dhcp is not None and c.vip.dhcp.hostname == "cp-vip"
+    assert c.vip.prefix_lengths is None
+
+
+def test_same_meaning_gives_equal_configs() -> None:
+    explicit = load_text(
+        "vip: {address: 10.0.0.5, prefix_length: 32, port: 6443}\n"
+        "election: {lease_duration: 5000ms, renew_deadline: 3, retry_period: 1s}\n"
+        "announce: {mode: arp, arp: {refresh: 3s}}\nlog: {level: info}\n"
+    ).config
+    assert explicit == load_text("vip: {address: 10.0.0.5}\n").config
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("500ms", 500),
+        ("5s", 5000),
+        ("1.5s", 1500),
+        ("1m", 60_000),
+        ("2h", 7_200_000),
+        (3, 3000),
+        (0.25, 250),
+    ],
+)
+def test_durations(text: str | float, ms: int) -> None:
+    assert Duration.parse(text) == ms
+
+
+@pytest.mark.parametrize("bad", ["5", "5 s", "-1s", "0s", "1.0001s", "s", True])
+def test_bad_durations(bad: str | bool) -> None:
+    with pytest.raises(ValueError):
+        Duration.parse(bad)
+
+
+def test_duration_prints_in_the_largest_exact_unit() -> None:
+    assert [str(Duration(v)) for v in (500, 1000, 1500, 60_000, 90_000, 3_600_000)] == [
+        "500ms",
+        "1s",
+        "1500ms",
+        "1m",
+        "90s",
+        "1h",
+    ]
+
+
+def test_bgp_and_metal_configs() -> None:
+    c = load_text(
+        "vip: {address: 10.0.0.5}\nannounce:\n  mode: bgp\n  bgp:\n    router_id: 10.0.0.11\n"
+        "    local_as: 65000\n    peers:\n      - {address: 10.0.0.1, as: 65001, multihop: true,"
+        " password_file: /etc/kubevip/bgp.pass}\n      - {address: 'fd00::1', as: 65002}\n"
+    ).config
+    bgp = c.announce.bgp
+    assert bgp is not None and c.announce.arp is None
+    assert [(str(p.address), p.asn, p.multihop) for p in bgp.peers] == [
+        ("10.0.0.1", 65001, True),
+        ("fd00::1", 65002, False),
+    ]
+    assert bgp.peers[0].password == SecretRef("file", "/etc/kubevip/bgp.pass")
+    c = load_text(
+        f"vip: {{address: 10.0.0.5}}\nannounce: {{mode: metal, metal: {{project_id: {UUID.upper()},"
+        " token_credential: metal-token}}\n"
+    ).config
+    assert c.announce.metal is not None
+    assert c.announce.metal.project_id == UUID
+    assert c.announce.metal.token == SecretRef("credential", "metal-token")
+
+
+def test_inline_secret_is_a_warning_and_never_shown() -> None:
+    secret = "s3cr3t-T0ken-value"
+    loaded = load_text(
+        f"vip: {{address: 10.0.0.5}}\nannounce:\n  mode: metal\n  metal:\n    project_id: {UUID}\n"
+        f"    token: {secret}\n",
+        "k.yaml",
+    )
+    assert [w.field for w in loaded.warnings] == ["announce.metal.token"]
+    assert str(loaded.warnings[0]).startswith("k.yaml:6:5: announce.metal.token: warning: ")
+    assert secret not in repr(loaded) and secret not in str(loaded.config)
+
+
+def test_secret_never_appears_in_errors() -> None:
+    secret = "hunter2-very-secret"
+    vip = "vip: {address: 10.0.0.5}\n"
+    texts = [
+        vip + f"announce: {{mode: metal, metal: {{project_id: x, token: {secret}}}}}\n",
+        vip + f"announce: {{mode: arp, metal: {{token: {secret}}}}}\n",
+        vip + "announce:\n  mode: bgp\n  bgp: {router_id: 1.2.3.4, local_as: 1, peers: "
+        f"[{{address: 10.0.0.1, as: 1, password: {secret}, password_file: /x}}]}}\n",
+        vip + f"announce: {{mode: arp, metal: {{token: [{secret}]}}}}\n",
+        f"password: {secret}\npassword: {secret}\n",
+    ]
+    for text in texts:
+        with pytest.raises(ConfigError) as raised:
+            load_text(text)
+        assert secret not in str(raised.value)
+
+
+def test_read_secret_from_file_and_credential(tmp_path: Path) -> None:
+    f = tmp_path / "bgp.pass"
+    f.write_text("pa55word\n")
+    assert read_secret(SecretRef("file", str(f))) == "pa55word"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "metal").write_text("tok")
+    assert (
+        read_secret(SecretRef("credential", "metal"), {"CREDENTIALS_DIRECTORY": str(creds)})
+        == "tok"
+    )
+    with pytest.raises(SecretError, match="CREDENTIALS_DIRECTORY is not set"):
+        read_secret(SecretRef("credential", "metal"), {})
+    with pytest.raises(SecretError, match="does not exist"):
+        read_secret(SecretRef("file", str(tmp_path / "missing")))
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(SecretError, match="is empty"):
+        read_secret(SecretRef("file", str(tmp_path / "empty")))
+
+
+def test_file_errors_are_one_clear_line(tmp_path: Path) -> None:
+    cases = {
+        tmp_path / "missing.yaml": "no such file",
+        tmp_path: "is a directory",
+    }
+    bad_utf8 = tmp_path / "latin1.yaml"
+    bad_utf8.write_bytes(b"vip:\n  address: \xe9\n")
+    cases[bad_utf8] = "is not UTF-8"
+    for path, fragment in cases.items():
+        with pytest.raises(ConfigError) as raised:
+            load(path)
+        (d,) = raised.value.diagnostics
+        assert fragment in d.message and str(d).startswith(str(path))
+
+
+def test_the_example_is_valid_and_names_every_option() -> None:
+    load(EXAMPLE)
+    text = EXAMPLE.read_text()
+    missing = [key for key in _schema_keys(schema()) if not re.search(rf"\b{key}:", text)]
+    assert missing == [], f"options not shown in {EXAMPLE.name}: {missing}"
+
+
+def test_every_commented_alternative_in_the_example_is_valid() -> None:
+    """Each commented block of the example, switched on in place of its sibling, loads."""
+    text = EXAMPLE.read_text()
+    variants = {
+        "dual": text.replace("  address: 192.168.0.75\n", "")
+        .replace("  # address: [192.168.0.75", "  address: [192.168.0.75")
+        .replace("  prefix_length: 32\n", ""),
+        "bgp": re.sub(r"  arp:\n    refresh: 3s.*\n", "", text).replace("mode: arp ", "mode: bgp "),
+    }
+    bgp = variants["bgp"]
+    block = re.search(r"  # bgp:\n((?:  #   .*\n)+)", bgp)
+    assert block
+    variants["bgp"] = bgp.replace(
+        block.group(0),
+        "  bgp:\n"
+        + re.sub(r"^  #( .*)$", r"  \1", block.group(1), flags=re.M).replace(
+            "    # password", "# "
+        ),
+    )
+    for name, variant in variants.items():
+        load_text(variant, f"example-{name}")
+
+
+def _schema_keys(node: dict[str, object]) -> set[str]:
+    keys: set[str] = set()
+    defs = schema()["$defs"]
+    stack: list[object] = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, dict):
+            if "$ref" in n:
+                stack.append(defs[str(n["$ref"]).rsplit("/", 1)[-1]])
+            props = n.get("properties")
+            if isinstance(props, dict):
+                keys |= set(props)
+            stack.extend(v for k, v in n.items() if k != "$defs")
+        elif isinstance(n, list):
+            stack.extend(n)
+    return keys
+
+
+def test_docs_config_md_is_generated_from_the_current_schema() -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "gen_config_md.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    doc = (ROOT / "docs" / "config.md").read_text()
+    for key in _schema_keys(schema()):
+        assert f"{key}`" in doc
+
+
+def test_yaml_examples_in_the_docs_load() -> None:
+    """Every ```yaml block in the README and docs that is a kubevip.yaml loads."""
+    found = 0
+    for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for block in re.findall(r"```yaml\n(.*?)```", md.read_text(), flags=re.S):
+            if block.lstrip().startswith("# kubevip.yaml"):
+                load_text(block, md.name)
+                found += 1
+    assert found >= 1
+
+
+def test_schema_is_valid_draft_2020_12() -> None:
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(schema())
+    json.dumps(schema())

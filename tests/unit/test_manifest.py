@@ -1,0 +1,419 @@
+"""render-manifest and import-manifest against kube-vip's own manifests and Kubernetes' schema."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from kubevipd.config import Config, load_text
+from kubevipd.manifest import (
+    ManifestError,
+    RenderOptions,
+    dump,
+    image_ref,
+    import_manifest,
+    render,
+    to_yaml,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data" / "manifests"
+UUID = "7a5b2b1e-0c2e-4b4e-9a52-1d3f0e6f8a11"
+
+# The seed: `kube-vip manifest pod --interface ens192 --vip 192.168.0.75 --arp --leaderElection`
+SEED_CONFIG = "interface: ens192\nvip: {address: 192.168.0.75}\nannounce: {mode: arp}\n"
+
+BGP = (
+    "vip: {address: [192.168.0.75, 'fd00::75']}\ninterface: ens192\nannounce:\n  mode: bgp\n"
+    "  bgp:\n    router_id: 192.168.0.11\n    local_as: 65000\n    peers:\n"
+    "      - {address: 192.168.0.1, as: 65000, password_file: /etc/kubevip/bgp.pass}\n"
+    "      - {address: 'fd00::1', as: 65001, multihop: true}\n"
+)
+METAL = (
+    "vip: {address: 147.75.1.2}\ninterface: lo\nannounce:\n  mode: metal\n"
+    f"  metal: {{project_id: {UUID}, token_credential: metal.token}}\n"
+)
+VARIANTS = {
+    "arp": SEED_CONFIG,
+    "dual-stack": "vip: {address: [10.0.0.5, 'fd00::5']}\nmetrics: {listen: ':2112'}\n",
+    "dns": "vip: {dns: {name: cp.example.com, family: ipv4}, prefix_length: 24}\n",
+    "dhcp": "vip: {dhcp: {hostname: cp-vip}}\nlog: {level: debug}\n",
+    "arp-rate": "vip: {address: 10.0.0.5}\nannounce: {mode: arp, arp: {refresh: 1500ms}}\n",
+    "bgp": BGP,
+    "metal": METAL,
+}
+
+
+def cfg(text: str) -> Config:
+    return load_text(text).config
+
+
+def env_of(doc: dict[str, Any]) -> dict[str, Any]:
+    spec = doc["spec"]["template"]["spec"] if doc["kind"] == "DaemonSet" else doc["spec"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in spec["containers"][0]["env"]}
+
+
+def load_yaml(path: Path) -> list[Any]:
+    return [d for d in YAML(typ="safe", pure=True).load_all(path.read_text()) if d]
+
+
+# --------------------------------------------------------------------------- render
+
+
+def test_seed_case_matches_kube_vips_documented_output() -> None:
+    (ours,) = render(cfg(SEED_CONFIG), RenderOptions()).documents
+    (theirs,) = load_yaml(DATA / "kube-vip-0.3.7-pod.yaml")
+    for key in ("apiVersion", "kind"):
+        assert ours[key] == theirs[key]
+    assert ours["metadata"] == {"name": "kube-vip", "namespace": "kube-system"}
+    assert ours["spec"]["hostNetwork"] is theirs["spec"]["hostNetwork"] is True
+    c_ours, c_theirs = ours["spec"]["containers"][0], theirs["spec"]["containers"][0]
+    assert c_ours["name"] == c_theirs["name"] == "kube-vip"
+    assert c_ours["image"].split(":")[0] == c_theirs["image"].split(":")[0]
+    e_ours, e_theirs = env_of(ours), env_of(theirs)
+    # Every setting the seed documents, same name and value format...
+    for name in (
+        "vip_arp",
+        "vip_leaderelection",
+        "vip_leaseduration",
+        "vip_renewdeadline",
+        "vip_retryperiod",
+    ):
+        assert e_ours[name] == e_theirs[name], name
+    # ...the interface the seed's command asked for (its printed sample says ens160: a doc slip)
+    assert e_ours["vip_interface"] == "ens192"
+    # ...and what kube-vip renamed since 0.3.7, the way current kube-vip writes it:
+    assert e_ours["address"] == e_theirs["vip_address"] == "192.168.0.75"
+    assert c_theirs["args"] == ["start"] and c_ours["args"] == ["manager"]
+    assert "SYS_TIME" not in c_ours["securityContext"]["capabilities"]["add"]
+    assert c_ours["securityContext"]["capabilities"] == {
+        "add": ["NET_ADMIN", "NET_RAW"],
+        "drop": ["ALL"],
+    }
+    # current kube-vip's additions for a control-plane pod
+    assert e_ours["vip_nodename"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert (e_ours["cp_enable"], e_ours["cp_namespace"], e_ours["vip_leasename"]) == (
+        "true",
+        "kube-system",
+        "plndr-cp-lock",
+    )
+    assert e_ours["port"] == "6443" and e_ours["vip_subnet"] == "32"
+    assert ours["spec"]["hostAliases"] == [{"ip": "127.0.0.1", "hostnames": ["kubernetes"]}]
+    assert ours["spec"]["volumes"] == [
+        {"name": "kubeconfig", "hostPath": {"path": "/etc/kubernetes/admin.conf"}}
+    ]
+    assert c_ours["volumeMounts"] == [
+        {"name": "kubeconfig", "mountPath": "/etc/kubernetes/admin.conf"}
+    ]
+
+
+def test_env_order_follows_kube_vips_generator() -> None:
+    (doc,) = render(cfg(SEED_CONFIG), RenderOptions()).documents
+    assert list(env_of(doc)) == [
+        "vip_arp",
+        "port",
+        "vip_nodename",
+        "vip_interface",
+        "vip_subnet",
+        "cp_enable",
+        "cp_namespace",
+        "vip_leaderelection",
+        "vip_leasename",
+        "vip_leaseduration",
+        "vip_renewdeadline",
+        "vip_retryperiod",
+        "address",
+    ]
+
+
+def test_values_are_double_quoted_like_kube_vips_output() -> None:
+    text = dump(render(cfg(SEED_CONFIG), RenderOptions()).documents)
+    assert '      value: "true"\n' in text and '      value: "5"\n' in text
+    assert "&id" not in dump(render(cfg(SEED_CONFIG), RenderOptions(kind="daemonset")).documents)
+
+
+def test_daemonset_has_control_plane_affinity_and_tolerations() -> None:
+    (ds,) = render(
+        cfg(SEED_CONFIG), RenderOptions(kind="daemonset", image=image_ref("v9.9.9"))
+    ).documents
+    assert ds["kind"] == "DaemonSet" and ds["metadata"]["name"] == "kube-vip-ds"
+    spec = ds["spec"]["template"]["spec"]
+    keys = [
+        t["matchExpressions"][0]["key"]
+        for t in spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+            "nodeSelectorTerms"
+        ]
+    ]
+    assert keys == ["node-role.kubernetes.io/master", "node-role.kubernetes.io/control-plane"]
+    assert {t["effect"] for t in spec["tolerations"]} == {"NoSchedule", "NoExecute"}
+    assert spec["containers"][0]["image"] == "ghcr.io/kube-vip/kube-vip:v9.9.9"
+    assert (
+        ds["spec"]["selector"]["matchLabels"].items()
+        <= ds["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_in_cluster_uses_a_service_account_and_no_host_kubeconfig() -> None:
+    (pod,) = render(cfg(SEED_CONFIG), RenderOptions(in_cluster=True)).documents
+    assert pod["spec"]["serviceAccountName"] == "kube-vip"
+    assert "volumes" not in pod["spec"] and "hostAliases" not in pod["spec"]
+
+
+def test_rbac_is_limited_to_leases_in_the_lease_namespace() -> None:
+    docs = render(
+        cfg("vip: {address: 10.0.0.5}\nelection: {namespace: vip-system}\n"),
+        RenderOptions(kind="rbac"),
+    ).documents
+    assert [d["kind"] for d in docs] == ["ServiceAccount", "Role", "RoleBinding"]
+    role = docs[1]
+    assert role["metadata"]["namespace"] == "vip-system"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "list", "watch", "create", "update"],
+        }
+    ]
+    assert docs[2]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "kube-vip", "namespace": "kube-system"}
+    ]
+
+
+def test_secrets_go_through_a_secret_in_a_daemonset_and_never_appear() -> None:
+    out = render(cfg(BGP), RenderOptions(kind="daemonset"))
+    env = env_of(out.documents[0])
+    assert env["KUBEVIPD_BGP_PEER0_PASSWORD"] == {
+        "secretKeyRef": {"name": "kube-vip-secrets", "key": "bgp.pass"}
+    }
+    assert env["bgp_peers"] == (
+        "192.168.0.1:65000:$(KUBEVIPD_BGP_PEER0_PASSWORD):false,[fd00::1]:65001::true"
+    )
+    assert list(env).index("KUBEVIPD_BGP_PEER0_PASSWORD") < list(env).index("bgp_peers")
+    assert any(
+        "create secret generic kube-vip-secrets --from-file=bgp.pass=/etc/kubevip/bgp.pass" in n
+        for n in out.notes
+    )
+    env = env_of(render(cfg(METAL), RenderOptions(kind="daemonset")).documents[0])
+    assert env["PACKET_AUTH_TOKEN"] == {
+        "secretKeyRef": {"name": "kube-vip-secrets", "key": "metal.token"}
+    }
+    assert (env["vip_packet"], env["vip_packetprojectid"], env["vip_arp"]) == (
+        "true",
+        UUID,
+        "false",
+    )
+
+
+def test_include_secrets_writes_them_inline(tmp_path: Path) -> None:
+    secret = tmp_path / "bgp.pass"
+    secret.write_text("Rtr-pa55\n")
+    text = BGP.replace("/etc/kubevip/bgp.pass", str(secret))
+    env = env_of(render(cfg(text), RenderOptions(include_secrets=True)).documents[0])
+    assert env["bgp_peers"] == "192.168.0.1:65000:Rtr-pa55:false,[fd00::1]:65001::true"
+    assert "KUBEVIPD_BGP_PEER0_PASSWORD" not in env
+
+
+@pytest.mark.parametrize(
+    ("text", "options", "field", "fragment"),
+    [
+        (BGP, RenderOptions(), "announce.bgp.peers[0].password", "static pod cannot reference"),
+        (METAL, RenderOptions(), "announce.metal.token", "--include-secrets"),
+        (
+            "vip: {address: 10.0.0.5}\nelection: {server: 'https://127.0.0.1:6443'}\n",
+            RenderOptions(),
+            "election.server",
+            "local apiserver",
+        ),
+        (
+            "vip: {address: 10.0.0.5}\nelection: {lease_duration: 4500ms}\n",
+            RenderOptions(),
+            "election.lease_duration",
+            "whole seconds",
+        ),
+        (
+            "node_name: cp1\nvip: {address: 10.0.0.5}\n",
+            RenderOptions(kind="daemonset"),
+            "node_name",
+            "runs on every node",
+        ),
+        (
+            "vip: {dns: {name: cp.example.com, refresh: 10s}}\n",
+            RenderOptions(),
+            "vip.dns.refresh",
+            "no setting for the DNS refresh",
+        ),
+    ],
+)
+def test_what_kube_vip_cannot_express_is_an_error(
+    text: str, options: RenderOptions, field: str, fragment: str
+) -> None:
+    with pytest.raises(ManifestError) as raised:
+        render(cfg(text), options)
+    assert raised.value.field == field and fragment in raised.value.message
+
+
+def test_a_fixed_node_name_is_a_literal_in_a_static_pod() -> None:
+    env = env_of(render(cfg("node_name: cp1\n" + SEED_CONFIG), RenderOptions()).documents[0])
+    assert env["vip_nodename"] == "cp1"
+
+
+def _kubernetes_validate(docs_by_name: dict[str, str], tmp_path: Path) -> None:
+    tool = os.environ.get("KUBEVIPD_K8S_VALIDATE") or shutil.which("kubernetes-validate")
+    assert tool, "kubernetes-validate is needed: ./dev.sh setup installs it"
+    files = []
+    for name, text in docs_by_name.items():
+        f = tmp_path / f"{name}.yaml"
+        f.write_text(text)
+        files.append(str(f))
+    for version in ("1.29.0", "1.34.0"):
+        r = subprocess.run(
+            [tool, "--strict", "-k", version, *files],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        documents = sum(len(re.findall(r"^apiVersion:", t, re.M)) for t in docs_by_name.values())
+        assert r.stdout.count(" passed for resource ") == documents
+
+
+def test_every_rendered_document_passes_kubernetes_openapi_validation(tmp_path: Path) -> None:
+    docs: dict[str, str] = {}
+    for name, text in VARIANTS.items():
+        c = cfg(text)
+        secrets = c.announce.mode in ("bgp", "metal")
+        for kind in ("pod", "daemonset", "rbac"):
+            if kind == "pod" and secrets:
+                continue
+            for in_cluster in (False, True):
+                out = render(c, RenderOptions(kind=kind, in_cluster=in_cluster))
+                docs[f"{name}-{kind}-{int(in_cluster)}"] = dump(out.documents)
+    _kubernetes_validate(docs, tmp_path)
+
+
+def test_validation_catches_a_broken_manifest(tmp_path: Path) -> None:
+    """The validator itself must be able to fail, or the test above proves nothing."""
+    (pod,) = render(cfg(SEED_CONFIG), RenderOptions()).documents
+    pod["spec"]["hostNetwork"] = "yes"
+    pod["spec"]["containers"][0]["envv"] = []
+    with pytest.raises(AssertionError):
+        _kubernetes_validate({"broken": dump([pod])}, tmp_path)
+
+
+# --------------------------------------------------------------------------- import
+
+
+def test_import_kube_vip_0_3_7() -> None:
+    got = import_manifest((DATA / "kube-vip-0.3.7-pod.yaml").read_text())
+    assert got.config == {
+        "interface": "ens160",
+        "vip": {"address": "192.168.0.75"},
+        "election": {
+            "kubeconfig": "/etc/kubernetes/admin.conf",
+            "lease_name": "plndr-cp-lock",
+            "lease_duration": "5s",
+            "renew_deadline": "3s",
+            "retry_period": "1s",
+        },
+        "announce": {"mode": "arp"},
+    }
+    assert any(n.startswith("vip_leasename: not set") for n in got.notes)
+    assert any(n.startswith("vip_address: read as address") for n in got.notes)
+
+
+def test_import_kube_vip_0_8_packet_never_copies_the_token() -> None:
+    text = (DATA / "kube-vip-0.8.7-packet-pod.yaml").read_text()
+    got = import_manifest(text)
+    c = got.config
+    assert c["announce"] == {
+        "mode": "metal",
+        "metal": {"project_id": UUID, "token_file": "/etc/kubevip/metal.token"},
+    }
+    assert c["vip"] == {"address": "147.75.1.2", "prefix_length": 32, "port": 6443}
+    assert c["election"]["kubeconfig"] == "/etc/kubernetes/admin.conf"  # not super-admin.conf
+    assert (c["election"]["lease_duration"], c["metrics"]) == ("15s", {"listen": ":2112"})
+    assert "Zx9-packet-token-from-manifest" not in to_yaml(c) + "".join(got.notes)
+    notes = "\n".join(got.notes)
+    for fragment in (
+        "vip_packetproject: not carried over",
+        "vip_cidr: read as",
+        "super-admin.conf",
+        "write it into /etc/kubevip/metal.token",
+    ):
+        assert fragment in notes
+    load_text(to_yaml(c))
+
+
+def test_import_kube_vip_1_0_bgp_daemonset() -> None:
+    got = import_manifest((DATA / "kube-vip-1.0-bgp-daemonset.yaml").read_text())
+    c = got.config
+    assert c["vip"] == {
+        "address": ["192.168.0.75", "fd00::75"],
+        "prefix_length": [32, 128],
+        "port": 6443,
+    }
+    assert c["announce"]["bgp"] == {
+        "router_id": "192.168.0.11",
+        "local_as": 65000,
+        "peers": [
+            {
+                "address": "192.168.0.1",
+                "as": 65000,
+                "password_file": "/etc/kubevip/bgp-peer-0.pass",
+            },
+            {"address": "fd00::1", "as": 65001, "multihop": True},
+        ],
+    }
+    assert c["log"] == {"level": "debug"}
+    notes = "\n".join(got.notes)
+    assert "svc_enable: not carried over" in notes and "ServiceAccount kube-vip" in notes
+    assert "Rtr-pa55" not in to_yaml(c) + notes
+    load_text(to_yaml(c))
+
+
+SUPPORTED = (
+    "vip_arp",
+    "port",
+    "vip_interface",
+    "vip_subnet",
+    "cp_namespace",
+    "vip_leasename",
+    "vip_leaseduration",
+    "vip_renewdeadline",
+    "vip_retryperiod",
+    "vip_packet",
+    "vip_packetprojectid",
+    "bgp_enable",
+    "bgp_routerid",
+    "bgp_as",
+    "address",
+    "prometheus_server",
+    "vip_loglevel",
+)
+RENAMED = {"vip_address": "address", "vip_cidr": "vip_subnet"}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.yaml")))
+def test_render_of_import_keeps_every_supported_setting(name: str) -> None:
+    m = next(d for d in load_yaml(DATA / name) if d["kind"] in ("Pod", "DaemonSet"))
+    before = {RENAMED.get(k, k): v for k, v in env_of(m).items()}
+    config = load_text(to_yaml(import_manifest((DATA / name).read_text()).config)).config
+    kind = "daemonset" if config.announce.mode != "arp" else "pod"
+    after = env_of(render(config, RenderOptions(kind=kind)).documents[0])
+    kept = [k for k in SUPPORTED if k in before]
+    assert len(kept) >= 6  # 0.3.7 has six; newer manifests more
+    for key in kept:
+        assert after[key] == before[key], key
+    if "bgp_peers" in before:
+        strip = [p.split(":")[:2] + p.split(":")[3:] for p in before["bgp_peers"].split(",")]
+        assert [p.split(":")[:2] + p.split(":")[3:] for p in after["bgp_peers"].split(",")] == strip
+    if "PACKET_AUTH_TOKEN" in before:
+        assert "secretKeyRef" in after["PACKET_AUTH_TOKEN"]

@@ -523,7 +523,12 @@ class _Checker:
             seen.add(addr)
             secret = self._secret(ppath, p, "password", required=False)
             peers.append(BgpPeer(addr, int(p["as"]), bool(p.get("multihop", False)), secret))
-        return BgpSpec(ipaddress.IPv4Address(b["router_id"]), int(b["local_as"]), tuple(peers))
+        router_id = ipaddress.IPv4Address(b["router_id"])
+        if router_id.is_unspecified:
+            self.error(
+                (*base, "router_id"), "0.0.0.0 is not a BGP router ID: use this node's IPv4 address"
+            )
+        return BgpSpec(router_id, int(b["local_as"]), tuple(peers))
 
     def _metal(self, m: Mapping[str, Any], vip: VipSpec | None) -> MetalSpec | None:
         base: FieldPath = ("announce", "metal")

@@ -309,7 +309,14 @@ class _Importer:
                 "bgp_routerid: not set; put this node's IPv4 address in announce.bgp.router_id"
             )
             bgp["router_id"] = "0.0.0.0"
-        bgp["local_as"] = int(self.env.get("bgp_as") or 65000)
+        if self.env.get("bgp_as"):
+            bgp["local_as"] = int(self.env["bgp_as"])
+        else:
+            bgp["local_as"] = 65000
+            self.note(
+                "bgp_as: not set; kube-vip's default 65000 is written to "
+                "announce.bgp.local_as: check it"
+            )
         peers: list[kv.PeerString] = []
         if self.env.get("bgp_peers"):
             peers = [kv.PeerString.parse(p) for p in self.env["bgp_peers"].split(",") if p.strip()]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from kubevipd.config import Config, load_text
+from kubevipd.config import Config, ConfigError, load_text
 from kubevipd.manifest import (
     ManifestError,
     RenderOptions,
@@ -399,6 +399,19 @@ SUPPORTED = (
     "vip_loglevel",
 )
 RENAMED = {"vip_address": "address", "vip_cidr": "vip_subnet"}
+
+
+def test_import_of_bgp_without_router_id_or_as_needs_edits() -> None:
+    text = (DATA / "kube-vip-1.0-bgp-daemonset.yaml").read_text()
+    for name in ("bgp_routerid", "bgp_as"):
+        text = re.sub(rf"^ *- name: {name}\n *value: .*\n", "", text, flags=re.M)
+    assert "name: bgp_routerid" not in text and "name: bgp_as\n" not in text
+    got = import_manifest(text)
+    notes = "\n".join(got.notes)
+    assert "bgp_routerid: not set" in notes and "bgp_as: not set" in notes
+    with pytest.raises(ConfigError) as raised:
+        load_text(to_yaml(got.config))
+    assert [d.field for d in raised.value.diagnostics] == ["announce.bgp.router_id"]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.yaml")))

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kubevipd.config import load_text
-from kubevipd.manifest import ManifestError, RenderOptions, import_manifest, render, to_yaml
+from kubevipd.manifest import ManifestError, RenderOptions, dump, import_manifest, render, to_yaml
 
 names = st.from_regex(r"[a-z][a-z0-9-]{0,8}[a-z0-9]", fullmatch=True)
 dns_names = st.builds(lambda a, b: f"{a}.{b}.example", names, names)
@@ -144,6 +144,6 @@ def test_import_of_render_is_the_config(doc: dict[str, Any], in_daemonset: bool)
         assert raised.value.field == "node_name"
         return
     rendered = render(original, RenderOptions(kind=kind))
-    manifest = "---\n".join(to_yaml(d) for d in rendered.documents)
+    manifest = dump(rendered.documents)
     back = load_text(to_yaml(import_manifest(manifest).config), "imported").config
     assert back == original

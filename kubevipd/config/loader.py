@@ -395,7 +395,7 @@ class _Checker:
         for i, text in enumerate(items):
             path = (*base, i) if isinstance(raw, list) else base
             addr = ipaddress.ip_address(text)
-            bad = _unusable(addr)
+            bad = unusable_reason(addr)
             if bad:
                 self.error(path, f"{addr} is {bad} and cannot be a virtual IP")
                 return None
@@ -592,7 +592,8 @@ class _Checker:
         return MetricsSpec(listen=listen)
 
 
-def _unusable(addr: IPAddress) -> str | None:
+def unusable_reason(addr: IPAddress) -> str | None:
+    """Why ``addr`` cannot be a virtual IP, or None when it can."""
     if addr.is_unspecified:
         return "the unspecified address"
     if addr.is_loopback:

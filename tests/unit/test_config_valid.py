@@ -196,27 +196,31 @@ def test_the_example_is_valid_and_names_every_option() -> None:
     assert missing == [], f"options not shown in {EXAMPLE.name}: {missing}"
 
 
+def _switch_on(text: str, key: str) -> str:
+    """Uncomment the example's commented-out ``# key:`` block (one level of '# ' per line)."""
+    block = re.search(rf"^( *)# {key}:\n((?:\1#   .*\n)+)", text, flags=re.M)
+    assert block, f"no commented {key} block in the example"
+    indent = block.group(1)
+    body = re.sub(rf"^{indent}# ", indent, block.group(2), flags=re.M)
+    return text.replace(block.group(0), f"{indent}{key}:\n{body}")
+
+
 def test_every_commented_alternative_in_the_example_is_valid() -> None:
     """Each commented block of the example, switched on in place of its sibling, loads."""
     text = EXAMPLE.read_text()
+    single = text.replace("  address: 192.168.0.75\n", "").replace("  prefix_length: 32\n", "")
+    no_arp = re.sub(r"  arp:\n    refresh: 3s.*\n", "", text)
     variants = {
-        "dual": text.replace("  address: 192.168.0.75\n", "")
-        .replace("  # address: [192.168.0.75", "  address: [192.168.0.75")
-        .replace("  prefix_length: 32\n", ""),
-        "bgp": re.sub(r"  arp:\n    refresh: 3s.*\n", "", text).replace("mode: arp ", "mode: bgp "),
+        "dual": single.replace("  # address: [192.168.0.75", "  address: [192.168.0.75"),
+        "dns": _switch_on(single, "dns"),
+        "dhcp": _switch_on(single, "dhcp"),
+        "bgp": _switch_on(no_arp.replace("mode: arp ", "mode: bgp "), "bgp"),
+        "metal": _switch_on(no_arp.replace("mode: arp ", "mode: metal "), "metal"),
     }
-    bgp = variants["bgp"]
-    block = re.search(r"  # bgp:\n((?:  #   .*\n)+)", bgp)
-    assert block
-    variants["bgp"] = bgp.replace(
-        block.group(0),
-        "  bgp:\n"
-        + re.sub(r"^  #( .*)$", r"  \1", block.group(1), flags=re.M).replace(
-            "    # password", "# "
-        ),
-    )
-    for name, variant in variants.items():
-        load_text(variant, f"example-{name}")
+    loaded = {name: load_text(v, f"example-{name}").config for name, v in variants.items()}
+    assert len(loaded["dual"].vip.addresses) == 2
+    assert loaded["dns"].vip.dns is not None and loaded["dhcp"].vip.dhcp is not None
+    assert loaded["bgp"].announce.bgp is not None and loaded["metal"].announce.metal is not None
 
 
 def _schema_keys(node: dict[str, object]) -> set[str]:

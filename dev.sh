@@ -9,6 +9,9 @@ cd "$(dirname "$0")"
 ROOT=$PWD
 VENV=$ROOT/.venv            # Debian's python3 + Debian's python3-* libraries (our floor) + test tools
 TOOLS=$ROOT/.venv-tools     # tools whose own dependencies would shadow Debian's (kubernetes-validate)
+# Debian's kubectl (package kubernetes-client), unpacked here rather than installed: on some
+# machines another package already owns /usr/bin/kubectl and dpkg refuses to overwrite it.
+KUBECTL_DIR=$ROOT/.tools/kubernetes-client
 # Debian's python, never a pyenv shim: the .deb runs on /usr/bin/python3 and Debian's libraries.
 SYS_PY=/usr/bin/python3
 CLEAN_PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -17,7 +20,8 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip
   python3-ruamel.yaml python3-jsonschema python3-pyroute2 python3-scapy python3-kubernetes
   python3-sdnotify python3-prometheus-client python3-dnspython
-  iproute2
+  python3-urllib3 python3-yaml python3-cryptography
+  iproute2 iputils-ping
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -43,10 +47,22 @@ setup() {
     env PATH=$CLEAN_PATH $SYS_PY -m venv "$TOOLS"
     "$TOOLS/bin/pip" install -q --disable-pip-version-check "kubernetes-validate>=1.30"
   fi
+  if [ ! -x "$KUBECTL_DIR/usr/bin/kubectl" ]; then
+    log "unpacking Debian's kubernetes-client (kubectl) into $KUBECTL_DIR"
+    local dl
+    dl=$(mktemp -d)
+    chmod 755 "$dl"   # apt's _apt user downloads into it
+    (cd "$dl" && env PATH=$CLEAN_PATH apt-get download -qq kubernetes-client 2>/dev/null \
+      || { env PATH=$CLEAN_PATH apt-get update -qq && env PATH=$CLEAN_PATH apt-get download -qq kubernetes-client; })
+    mkdir -p "$KUBECTL_DIR"
+    dpkg-deb -x "$dl"/kubernetes-client_*.deb "$KUBECTL_DIR"
+    rm -rf "$dl"
+  fi
 }
 
 run_tests() {
   export KUBEVIPD_K8S_VALIDATE=$TOOLS/bin/kubernetes-validate
+  export KUBEVIPD_KUBECTL=$KUBECTL_DIR/usr/bin/kubectl
   local rc=0
   log "ruff check";         "$VENV/bin/ruff" check . || rc=1
   log "ruff format --check"; "$VENV/bin/ruff" format --check . || rc=1
@@ -57,17 +73,14 @@ run_tests() {
 }
 
 demo() {
-  local example=$ROOT/etc/kubevip.yaml.example
-  log "kubevipd check-config $example"
-  "$VENV/bin/kubevipd" check-config "$example"
-  log "kubevipd render-manifest --config $example (the kube-vip static pod for the same settings)"
-  "$VENV/bin/kubevipd" render-manifest --config "$example"
+  log "kubevipd demo: three nodes, a VIP, a client pinging it; the leader stops, then the next dies"
+  "$VENV/bin/kubevipd" demo "$@"
 }
 
 cmd=${1:-test}; shift || true
 case "$cmd" in
   setup) setup ;;
   test) setup; run_tests "$@" ;;
-  demo) setup; demo ;;
+  demo) setup; demo "$@" ;;
   *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;;
 esac

@@ -28,6 +28,7 @@ from kubevipd.config.model import (
     DnsSource,
     Duration,
     ElectionSpec,
+    HealthSpec,
     IPAddress,
     MetalSpec,
     MetricsSpec,
@@ -319,12 +320,15 @@ class _Checker:
                 self._announce(self.doc.get("announce", {"mode": "arp"}), None)
             if "metrics" not in skip:
                 self._metrics(self.doc.get("metrics"))
+            if "health" not in skip:
+                self._health(self.doc.get("health", {}))
             return None
         vip = self._vip(self.doc["vip"])
         election = self._election(self.doc.get("election", {}))
         announce = self._announce(self.doc.get("announce", {"mode": "arp"}), vip)
         metrics = self._metrics(self.doc.get("metrics"))
-        if self.errors or vip is None or election is None or announce is None:
+        health = self._health(self.doc.get("health", {}))
+        if self.errors or vip is None or election is None or announce is None or health is None:
             return None
         return Config(
             vip=vip,
@@ -332,6 +336,7 @@ class _Checker:
             interface=self.doc.get("interface"),
             election=election,
             announce=announce,
+            health=health,
             metrics=metrics,
             log_level=self.doc.get("log", {}).get("level", "info"),
             source=source,
@@ -574,6 +579,32 @@ class _Checker:
                 f"(mode 0600) or a systemd credential ({name}_credential)",
             )
         return SecretRef(kind=keys[key], value=section[key])  # type: ignore[arg-type]
+
+    # health ---------------------------------------------------------------
+
+    def _health(self, h: Mapping[str, Any]) -> HealthSpec | None:
+        base = HealthSpec()
+        period = self._duration(("health", "period"), h.get("period")) or base.period
+        timeout = self._duration(("health", "timeout"), h.get("timeout")) or base.timeout
+        grace = self._duration(("health", "link_down_grace"), h.get("link_down_grace"))
+        if timeout > period:
+            where = "timeout" if "timeout" in h else "period"
+            self.error(
+                ("health", where),
+                f"timeout ({timeout}) must not be longer than period ({period}), "
+                "or checks would pile up",
+            )
+            return None
+        return HealthSpec(
+            enabled=h.get("enabled", base.enabled),
+            url=h.get("url", base.url),
+            ca_file=Path(h["ca_file"]) if "ca_file" in h else None,
+            period=period,
+            timeout=timeout,
+            failure_threshold=h.get("failure_threshold", base.failure_threshold),
+            success_threshold=h.get("success_threshold", base.success_threshold),
+            link_down_grace=grace or base.link_down_grace,
+        )
 
     # metrics --------------------------------------------------------------
 

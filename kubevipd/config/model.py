@@ -169,6 +169,21 @@ class AnnounceSpec:
 
 
 @dataclass(frozen=True)
+class HealthSpec:
+    """The health gate on the local apiserver (kube-vip has none in ARP mode)."""
+
+    enabled: bool = True
+    url: str = "https://127.0.0.1:6443/readyz"
+    # None: the CA of the election kubeconfig.
+    ca_file: Path | None = None
+    period: Duration = ONE_SECOND
+    timeout: Duration = ONE_SECOND
+    failure_threshold: int = 3
+    success_threshold: int = 1
+    link_down_grace: Duration = ONE_SECOND
+
+
+@dataclass(frozen=True)
 class MetricsSpec:
     listen: str
 
@@ -183,6 +198,7 @@ class Config:
     interface: str | None = None
     election: ElectionSpec = field(default_factory=ElectionSpec)
     announce: AnnounceSpec = field(default_factory=AnnounceSpec)
+    health: HealthSpec = field(default_factory=HealthSpec)
     metrics: MetricsSpec | None = None
     log_level: LogLevel = "info"
     # Where the config came from: for messages only, not part of its meaning.

@@ -130,6 +130,11 @@ class _Env:
                 "note: kube-vip always serves Prometheus metrics (default :2112); this config has "
                 "no metrics section"
             )
+        if c.health.enabled:
+            self.notes.append(
+                "note: kube-vip has no health gate on the local apiserver in ARP mode; the "
+                "health section is not carried over"
+            )
         if c.log_level != "info":
             self.add("vip_loglevel", str(kv.LOG_LEVELS[c.log_level]))
         return self.env

@@ -110,10 +110,81 @@ def test_permission_error_message(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def test_run_validates_and_says_the_daemon_is_not_built_yet() -> None:
-    r = kubevipd("run", "--config", str(EXAMPLE))
-    assert r.returncode == 1
-    assert "daemon is not built yet" in r.stderr and "nothing was changed" in r.stderr
+def test_run_with_a_bad_config_exits_2_before_touching_anything(tmp_path: Path) -> None:
+    bad = tmp_path / "kubevip.yaml"
+    bad.write_text("vip:\n  address: 192.168.0.75\nelection:\n  lease_duration: 1s\n")
+    r = kubevipd("run", "--config", str(bad), "--run-dir", str(tmp_path / "run"))
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"{bad}:4:19: election.lease_duration:")
+    assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+def _run_config(tmp_path: Path, extra: str) -> Path:
+    kc = tmp_path / "admin.conf"
+    kc.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
+    path = tmp_path / "kubevip.yaml"
+    path.write_text(f"vip:\n  address: 192.0.2.75\nelection:\n  kubeconfig: {kc}\n{extra}")
+    return path
+
+
+def test_run_with_a_missing_interface_exits_2_with_one_line(tmp_path: Path) -> None:
+    cfg = _run_config(tmp_path, "interface: kvd-no-such0\n")
+    r = kubevipd("run", "--config", str(cfg), "--run-dir", str(tmp_path / "run"))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().endswith("interface kvd-no-such0 does not exist")
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_run_refuses_modes_this_version_does_not_have(tmp_path: Path) -> None:
+    cfg = _run_config(
+        tmp_path,
+        "interface: lo\nannounce:\n  mode: bgp\n  bgp:\n    router_id: 192.0.2.1\n"
+        "    local_as: 65000\n    peers: [{address: 192.0.2.2, as: 65001}]\n",
+    )
+    r = kubevipd("run", "--config", str(cfg), "--run-dir", str(tmp_path / "run"))
+    assert r.returncode == 2
+    assert "announce.mode bgp is not supported by this version" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (raw sockets)")
+def test_run_with_a_malformed_kubeconfig_exits_2(tmp_path: Path) -> None:
+    cfg = _run_config(tmp_path, "interface: lo\nhealth:\n  enabled: false\n")
+    r = kubevipd("run", "--config", str(cfg), "--run-dir", str(tmp_path / "run"))
+    assert r.returncode == 2, r.stderr
+    assert "cannot use kubeconfig" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_status_without_a_daemon_exits_3(tmp_path: Path) -> None:
+    r = kubevipd("status", "--run-dir", str(tmp_path))
+    assert r.returncode == 3 and "not running" in r.stderr
+    r = kubevipd("status", "--json", "--run-dir", str(tmp_path))
+    assert r.returncode == 3 and json.loads(r.stdout) == {"running": False}
+
+
+def test_status_of_a_stale_file_says_not_running(tmp_path: Path) -> None:
+    from kubevipd import status
+
+    status.write(
+        tmp_path,
+        {
+            "pid": 2**22 + 12345,  # above pid_max: never a live process
+            "node": "cp1",
+            "role": "leader",
+            "holder": "cp1",
+            "vip": ["192.0.2.75"],
+            "interface": "eth0",
+            "vip_present": True,
+            "lease": "kube-system/plndr-cp-lock",
+            "role_since": 0,
+            "last_renew": None,
+            "transitions": 2,
+            "health": "healthy",
+            "last_error": "",
+        },
+    )
+    r = kubevipd("status", "--run-dir", str(tmp_path))
+    assert r.returncode == 3 and "daemon not running" in r.stdout
+    assert "192.0.2.75 on eth0" in r.stdout
 
 
 def test_schema_prints_the_shipped_schema() -> None:

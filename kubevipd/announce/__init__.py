@@ -1,0 +1,1 @@
+"""How the leader tells the network where the VIP is: ARP/NDP now, BGP and Metal later."""

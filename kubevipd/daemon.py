@@ -1,0 +1,510 @@
+"""The state machine that owns the VIP.
+
+It is pure: events in (lease observed, write finished, health, link, VIP gone, stop, time), actions
+out (write the lease, add or remove the VIP, announce). It never blocks and never reads a clock of
+its own, so every decision is tested with a fake clock (tests/unit/test_machine.py); the runner
+(kubevipd/runner.py) does the I/O.
+
+Safety argument (never two holders): a leader counts its renew deadline from the moment it *sent*
+its last successful write; a follower counts the lease's expiry from the moment it *saw* that write
+on its own monotonic clock, which is later. renew_deadline < lease_duration, and the leader removes
+the VIP when its deadline passes, so it is gone before any follower may take the lease. Remote
+timestamps are never compared with the local clock, so skew between nodes cannot break this.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+
+from kubevipd.election.base import (
+    LeaderRecord,
+    Op,
+    WriteResult,
+    acquire_record,
+    release_record,
+    takeover_request,
+)
+
+log = logging.getLogger("kubevipd.daemon")
+
+# Gratuitous ARP / unsolicited NA after a takeover: at once, then these offsets (seconds).
+ANNOUNCE_BURST = (0.0, 0.25, 0.5, 1.0)
+
+
+class Role(enum.Enum):
+    STARTING = "starting"
+    FOLLOWER = "follower"
+    LEADER = "leader"
+    STEPPING_DOWN = "stepping-down"
+    STOPPED = "stopped"
+
+
+# ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The lease as the watch (or a read) saw it; None: it does not exist."""
+
+    record: LeaderRecord | None
+
+
+@dataclass(frozen=True)
+class WriteDone:
+    op: Op
+    result: WriteResult
+    sent_at: float  # monotonic time the request was sent
+
+
+@dataclass(frozen=True)
+class HealthChanged:
+    healthy: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LinkChanged:
+    up: bool
+
+
+@dataclass(frozen=True)
+class VipMissing:
+    """The VIP vanished from the interface (deleted by hand, link flap) while we hold it."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    reason: str = "SIGTERM"
+
+
+Event = Observed | WriteDone | HealthChanged | LinkChanged | VipMissing | Stop
+
+
+# ------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True)
+class Write:
+    op: Op
+    record: LeaderRecord
+    timeout: float
+
+
+@dataclass(frozen=True)
+class AddVip:
+    pass
+
+
+@dataclass(frozen=True)
+class RemoveVip:
+    pass
+
+
+@dataclass(frozen=True)
+class Announce:
+    pass
+
+
+Action = Write | AddVip | RemoveVip | Announce
+
+
+@dataclass(frozen=True)
+class Timings:
+    lease_duration: float
+    renew_deadline: float
+    retry_period: float
+    link_down_grace: float = 1.0
+    announce_refresh: float = 3.0
+    health_gate: bool = True
+
+    @property
+    def api_timeout(self) -> float:
+        """Every call ends well inside the renew deadline, leaving room for one retry."""
+        return max(0.2, min(self.retry_period, self.renew_deadline / 2))
+
+
+@dataclass
+class Machine:
+    identity: str
+    t: Timings
+    now: float  # monotonic time at construction
+    wall: float = 0.0  # wall-clock time of the last call, for timestamps written to the lease
+    vip_at_start: bool = False
+    # For log lines: "became leader of plndr-cp-lock, VIP 192.168.0.75 on eth0".
+    lease_name: str = "the lease"
+    vip_text: str = "the VIP"
+
+    role: Role = Role.STARTING
+    role_since: float = 0.0
+    transitions: int = 0
+    observed: LeaderRecord | None = None
+    seen: bool = False  # any observation yet
+    observed_at: float = 0.0
+    in_flight: Op | None = None
+    deadline: float = 0.0  # leader: the VIP must be gone by then unless renewed
+    next_renew: float = 0.0
+    next_attempt: float = 0.0  # follower: backoff after an error
+    last_renew_ok: float | None = None
+    last_error: str = ""
+    healthy: bool | None = None
+    link_up: bool = True
+    link_down_since: float | None = None
+    holds_vip: bool = False
+    degraded: bool = False  # leading although unhealthy, because no healthy node took over
+    stopping: bool = False
+    requested_takeover_of: str | None = None
+    announce_due: list[float] = field(default_factory=list)
+    step_down_reason: str = ""
+    release_pending: bool = False
+
+    def __post_init__(self) -> None:
+        self.role_since = self.now
+        self.holds_vip = self.vip_at_start
+
+    # ---------------------------------------------------------------- input
+
+    def handle(self, event: Event | None, now: float, wall: float) -> list[Action]:
+        """Apply one event (None: only time passed) and return what to do, in order."""
+        self.now, self.wall = now, wall
+        out: list[Action] = []
+        if isinstance(event, Observed):
+            self._observe(event.record)
+        elif isinstance(event, WriteDone):
+            self._write_done(event, out)
+        elif isinstance(event, HealthChanged):
+            self._health(event)
+        elif isinstance(event, LinkChanged):
+            self._link(event.up)
+        elif isinstance(event, VipMissing):
+            if self.role is Role.LEADER and self.holds_vip:
+                log.warning("VIP disappeared from the interface while leader; restoring it")
+                out.append(AddVip())
+                self._start_announcing()
+        elif isinstance(event, Stop):
+            if not self.stopping:
+                log.info("stopping (%s)", event.reason)
+            self.stopping = True
+        self._decide(out)
+        return out
+
+    def next_wakeup(self) -> float | None:
+        """The monotonic time of the next decision that depends on time alone."""
+        times: list[float] = []
+        if self.role is Role.LEADER:
+            times.append(self.deadline)
+            if self.in_flight is None:
+                times.append(self.next_renew)
+            if self.link_down_since is not None:
+                times.append(self.link_down_since + self.t.link_down_grace)
+            if self.announce_due:
+                times.append(self.announce_due[0])
+        elif self.role is Role.STARTING and self.holds_vip:
+            times.append(self.role_since + self.t.api_timeout)
+        elif self.role is Role.FOLLOWER and self.in_flight is None:
+            at = self._campaign_at()
+            if at is not None:
+                times.append(max(at, self.next_attempt))
+        return min(times) if times else None
+
+    def restart_announcing(self) -> None:
+        """The VIP moved (reload): announce it as after a takeover."""
+        if self.role is Role.LEADER:
+            self._start_announcing()
+
+    # ---------------------------------------------------------------- rules
+
+    def _observe(self, record: LeaderRecord | None) -> None:
+        old = self.observed
+        if old is not None and record is not None and _older(record.version, old.version):
+            return  # a late watch event: never go back to an older version
+        changed = not self.seen or (
+            (old is None) != (record is None)
+            or (old is not None and record is not None and old.content() != record.content())
+        )
+        if changed:
+            self.observed_at = self.now
+            holder = record.holder if record else ""
+            new_holder = holder and holder != (old.holder if old else "")
+            if self.role is not Role.LEADER and new_holder and holder != self.identity:
+                log.info("observed leader %s", holder)
+        self.observed = record
+        self.seen = True
+        if record is None or not record.degraded:
+            self.requested_takeover_of = None
+
+    def _health(self, ev: HealthChanged) -> None:
+        if ev.healthy == self.healthy:
+            return
+        self.healthy = ev.healthy
+        if ev.healthy:
+            log.info("local apiserver is healthy%s", f" ({ev.detail})" if ev.detail else "")
+        else:
+            log.warning("local apiserver is unhealthy: %s", ev.detail or "check failed")
+
+    def _link(self, up: bool) -> None:
+        if up == self.link_up:
+            return
+        self.link_up = up
+        if up:
+            self.link_down_since = None
+            log.info("interface carrier is back")
+            if self.role is Role.LEADER:
+                self._start_announcing()
+        else:
+            self.link_down_since = self.now
+            log.warning("interface lost carrier")
+
+    def _gate_open(self) -> bool:
+        return not self.t.health_gate or self.healthy is True
+
+    def _write_done(self, ev: WriteDone, out: list[Action]) -> None:
+        self.in_flight = None
+        r = ev.result
+        if r.record is not None or r.missing:
+            self._observe(r.record)
+        if not r.ok and not r.conflict and not r.missing:
+            self.last_error = r.error
+        if ev.op == "acquire":
+            if r.ok and r.record is not None:
+                if self.stopping:
+                    self._send(out, "release", release_record(r.record, self.wall))
+                    self._become(Role.STEPPING_DOWN, "acquired the lease while stopping")
+                    return
+                self.deadline = ev.sent_at + self.t.renew_deadline
+                self.next_renew = ev.sent_at + self.t.retry_period
+                self.last_renew_ok = ev.sent_at
+                self.degraded = r.record.degraded
+                if not self.holds_vip:
+                    out.append(AddVip())
+                    self.holds_vip = True
+                self._start_announcing()
+                self._become(Role.LEADER, "acquired the lease")
+            elif not r.conflict:
+                log.warning("could not acquire the lease: %s", r.error)
+                self.next_attempt = self.now + self.t.retry_period
+        elif ev.op == "renew":
+            if self.role is not Role.LEADER or self.release_pending:
+                pass  # a late answer: the release (if pending) goes out below
+            elif r.ok and r.record is not None:
+                self.deadline = ev.sent_at + self.t.renew_deadline
+                self.next_renew = ev.sent_at + self.t.retry_period
+                self.last_renew_ok = ev.sent_at
+                self.degraded = r.record.degraded
+            elif r.conflict and r.record is not None and r.record.holder == self.identity:
+                self.next_renew = self.now  # someone touched the lease; renew on the new version
+            elif r.conflict or r.missing:
+                holder = r.record.holder if r.record else "nobody"
+                self._lose(out, f"the lease was taken over by {holder or 'nobody'}")
+            else:
+                self.next_renew = self.now + self.t.retry_period / 2
+                log.warning("renew failed: %s", r.error)
+        elif ev.op == "release":
+            if not r.ok:
+                log.warning(
+                    "could not release the lease (%s); followers wait for it to expire", r.error
+                )
+            self._become(Role.STOPPED if self.stopping else Role.FOLLOWER, self.step_down_reason)
+        elif ev.op == "request" and not r.ok and not r.conflict:
+            self.requested_takeover_of = None
+        if self.release_pending and self.in_flight is None:
+            self.release_pending = False
+            o = self.observed
+            if o is not None and o.holder == self.identity:
+                self._send(out, "release", release_record(o, self.wall))
+            else:
+                self._become(
+                    Role.STOPPED if self.stopping else Role.FOLLOWER, self.step_down_reason
+                )
+
+    def _decide(self, out: list[Action]) -> None:
+        if self.role is Role.STARTING:
+            if self.seen:
+                self._settle_startup(out)
+            elif self.holds_vip and self.now >= self.role_since + self.t.api_timeout:
+                log.warning(
+                    "removing a VIP left behind by an earlier run: the lease cannot be read to "
+                    "prove this node still holds it"
+                )
+                out.append(RemoveVip())
+                self.holds_vip = False
+        if self.role is Role.LEADER:
+            self._lead(out)
+        elif self.role in (Role.FOLLOWER, Role.STARTING):
+            self._follow(out)
+
+    def _settle_startup(self, out: list[Action]) -> None:
+        """A VIP left by a crashed run stays only if this node still holds a live lease."""
+        if self.holds_vip:
+            r = self.observed
+            mine = (
+                r is not None
+                and r.holder == self.identity
+                and r.renew_time is not None
+                and self.wall < r.renew_time.timestamp() + self.t.renew_deadline
+            )
+            if mine and r is not None and r.renew_time is not None and not self.stopping:
+                # Carry on as leader: the deadline is the old run's, counted on this host's clock.
+                left = r.renew_time.timestamp() + self.t.renew_deadline - self.wall
+                self.deadline = self.now + left
+                self.next_renew = self.now
+                self._start_announcing()
+                self._become(Role.LEADER, "this node still holds the lease from an earlier run")
+                return
+            log.warning(
+                "removing a VIP left behind by an earlier run (this node does not hold the lease)"
+            )
+            out.append(RemoveVip())
+            self.holds_vip = False
+        if self.stopping:
+            self._become(Role.STOPPED, "stopped before the election started")
+        else:
+            self._become(Role.FOLLOWER, "watching the lease")
+
+    def _lead(self, out: list[Action]) -> None:
+        if self.now >= self.deadline:
+            self._lose(
+                out,
+                f"could not renew the lease within {self.t.renew_deadline:g}s "
+                f"({self.last_error or 'no answer'})",
+            )
+            return
+        r = self.observed
+        if r is None:
+            self._lose(out, "the lease was deleted")
+            return
+        if r.holder != self.identity:
+            self._lose(out, f"the lease now names {r.holder or 'no holder'}")
+            return
+        reason = ""
+        if self.stopping:
+            reason = "shutting down"
+        elif (
+            self.link_down_since is not None
+            and self.now >= self.link_down_since + self.t.link_down_grace
+        ):
+            reason = f"the interface has had no carrier for {self.t.link_down_grace:g}s"
+        elif self.t.health_gate and self.healthy is False and not self.degraded:
+            reason = "the local apiserver is unhealthy"
+        elif self.degraded and r.takeover_requested_by:
+            reason = f"healthy node {r.takeover_requested_by} asked to take over"
+        if reason:
+            self._step_down(out, reason)
+            return
+        while self.announce_due and self.announce_due[0] <= self.now:
+            self.announce_due.pop(0)
+            if not self.announce_due:
+                self.announce_due.append(self.now + self.t.announce_refresh)
+            out.append(Announce())
+        if self.in_flight is None and self.now >= self.next_renew:
+            degraded = self.degraded and not self._gate_open()
+            rec = acquire_record(r, self.identity, self._duration_s(), self.wall, degraded)
+            self._send(out, "renew", rec)
+
+    def _follow(self, out: list[Action]) -> None:
+        if self.stopping:
+            if self.in_flight is None:
+                self._become(Role.STOPPED, "stopped")
+            return
+        if self.in_flight is not None or self.role is Role.STARTING:
+            return
+        r = self.observed
+        if (
+            r is not None
+            and r.holder not in ("", self.identity)
+            and r.degraded
+            and self._gate_open()
+            and self.link_up
+            and self.requested_takeover_of != r.holder
+            and not r.takeover_requested_by
+        ):
+            log.info(
+                "leader %s is degraded and this node is healthy: asking it to hand over", r.holder
+            )
+            self.requested_takeover_of = r.holder
+            self._send(out, "request", takeover_request(r, self.identity))
+            return
+        at = self._campaign_at()
+        if at is None or self.now < max(at, self.next_attempt):
+            return
+        degraded = not self._gate_open()
+        if degraded:
+            log.warning(
+                "no healthy node took the lease; campaigning although the local apiserver "
+                "is not healthy"
+            )
+        rec = acquire_record(r, self.identity, self._duration_s(), self.wall, degraded)
+        self._send(out, "acquire", rec)
+
+    def _campaign_at(self) -> float | None:
+        """When this follower may try to take the lease, or None (not eligible)."""
+        if not self.seen or self.stopping or not self.link_up:
+            return None
+        r = self.observed
+        if r is None or r.holder == self.identity:
+            at = self.observed_at
+        elif r.holder == "":
+            at = self.observed_at  # released: no need to wait
+        else:
+            at = self.observed_at + max(r.lease_duration_s, 1)
+        if not self._gate_open():
+            # Give healthy nodes a full lease duration to take it first.
+            at += self.t.lease_duration
+        return at
+
+    # ---------------------------------------------------------------- helpers
+
+    def _duration_s(self) -> int:
+        return max(1, round(self.t.lease_duration))
+
+    def _send(self, out: list[Action], op: Op, record: LeaderRecord) -> None:
+        self.in_flight = op
+        out.append(Write(op, record, self.t.api_timeout))
+
+    def _start_announcing(self) -> None:
+        self.announce_due = [self.now + d for d in ANNOUNCE_BURST]
+
+    def _lose(self, out: list[Action], why: str) -> None:
+        """Leadership is gone (or cannot be proven): the VIP goes at once, nothing is written."""
+        if self.holds_vip:
+            out.append(RemoveVip())
+            self.holds_vip = False
+        self.announce_due = []
+        self.degraded = False
+        self._become(Role.STOPPED if self.stopping else Role.FOLLOWER, f"lost leadership: {why}")
+
+    def _step_down(self, out: list[Action], why: str) -> None:
+        """Hand over on purpose: the VIP first, then the lease, so a follower takes it at once."""
+        if self.holds_vip:
+            out.append(RemoveVip())
+            self.holds_vip = False
+        self.announce_due = []
+        self.degraded = False
+        self.step_down_reason = f"stepped down: {why}"
+        if self.in_flight is None:
+            assert self.observed is not None
+            self._send(out, "release", release_record(self.observed, self.wall))
+        else:
+            self.release_pending = True  # release right after the write in flight returns
+        self._become(Role.STEPPING_DOWN, f"stepping down: {why}")
+
+    def _become(self, role: Role, why: str) -> None:
+        if role is self.role:
+            return
+        self.role = role
+        self.role_since = self.now
+        self.transitions += 1
+        if role is Role.LEADER:
+            log.info("became leader of %s, %s (%s)", self.lease_name, self.vip_text, why)
+        elif role is Role.FOLLOWER:
+            holder = self.observed.holder if self.observed else ""
+            who = f"; leader is {holder}" if holder and holder != self.identity else ""
+            log.info("follower of %s (%s)%s", self.lease_name, why, who)
+        else:
+            log.info("%s (%s)", role.value, why)
+
+
+def _older(a: str, b: str) -> bool:
+    """True when resourceVersion ``a`` is older than ``b`` (both numeric, as etcd's are)."""
+    return a.isdigit() and b.isdigit() and int(a) < int(b)

@@ -1,0 +1,1 @@
+"""Leader election backends behind one small interface (see base.py)."""

@@ -1,0 +1,413 @@
+"""The Kubernetes Lease backend (coordination.k8s.io/v1) on the ``kubernetes`` client.
+
+What it adds to the client: no urllib3 retries (a retried call would outlive the renew deadline),
+a hard timeout on every call, a read-back after a timed-out write (it may have gone through),
+a watch that survives 410 Gone and uses bookmarks, and kubeadm's super-admin.conf fallback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.watch.watch import iter_resp_lines
+
+from kubevipd.config.model import ElectionSpec
+from kubevipd.election.base import ErrorKind, LeaderRecord, Observer, Op, WriteResult
+
+log = logging.getLogger("kubevipd.election")
+
+SUPER_ADMIN = "super-admin.conf"
+ADMIN_RETRY_S = 30.0  # while on super-admin.conf, how often to try admin.conf again
+WATCH_SECONDS = 60  # server-side watch timeout; the stream is restarted after it
+
+
+class ElectionSetupError(Exception):
+    """The kubeconfig cannot be used at all (missing, unreadable, malformed)."""
+
+
+def microtime(t: dt.datetime) -> str:
+    """MicroTime as the apiserver requires it: exactly six fractional digits and a zone."""
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(s: Any) -> dt.datetime | None:
+    if not isinstance(s, str) or not s:
+        return None
+    try:
+        return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def record_from_lease(obj: dict[str, Any]) -> LeaderRecord:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    return LeaderRecord(
+        holder=spec.get("holderIdentity") or "",
+        lease_duration_s=int(spec.get("leaseDurationSeconds") or 0),
+        acquire_time=_parse_time(spec.get("acquireTime")),
+        renew_time=_parse_time(spec.get("renewTime")),
+        transitions=int(spec.get("leaseTransitions") or 0),
+        annotations=dict(meta.get("annotations") or {}),
+        version=str(meta.get("resourceVersion") or ""),
+    )
+
+
+def lease_from_record(
+    r: LeaderRecord, namespace: str, name: str, base_meta: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The Lease body; metadata we do not own (labels, owners) is carried over as client-go does."""
+    meta: dict[str, Any] = {
+        k: v
+        for k, v in (base_meta or {}).items()
+        if k in ("labels", "ownerReferences", "finalizers")
+    }
+    meta.update(name=name, namespace=namespace)
+    if r.annotations:
+        meta["annotations"] = dict(r.annotations)
+    if r.version:
+        meta["resourceVersion"] = r.version
+    spec: dict[str, Any] = {
+        "holderIdentity": r.holder,
+        "leaseDurationSeconds": r.lease_duration_s,
+        "leaseTransitions": r.transitions,
+    }
+    if r.acquire_time is not None:
+        spec["acquireTime"] = microtime(r.acquire_time)
+    if r.renew_time is not None:
+        spec["renewTime"] = microtime(r.renew_time)
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
+
+
+def _kind_of_status(status: int) -> ErrorKind:
+    if status == 401:
+        return "unauthorized"
+    if status == 403:
+        return "forbidden"
+    if status in (400, 422):
+        return "invalid"
+    if status >= 500 or status == 429:
+        return "server"
+    return "other"
+
+
+def _api_error_text(e: k8s.ApiException) -> str:
+    try:
+        msg = json.loads(e.body or "{}").get("message") or e.reason
+    except ValueError:
+        msg = e.reason
+    return f"HTTP {e.status}: {msg}"
+
+
+class _Client:
+    """One kubeconfig's API client."""
+
+    def __init__(self, path: Path, server: str | None) -> None:
+        cfg = k8s.Configuration()
+        try:
+            k8s_config.load_kube_config(
+                config_file=str(path), client_configuration=cfg, persist_config=False
+            )
+        except (OSError, k8s_config.ConfigException, ValueError, TypeError) as e:
+            raise ElectionSetupError(f"cannot use kubeconfig {path}: {e}") from None
+        if server:
+            cfg.host = server.rstrip("/")
+        cfg.retries = False  # every call is bounded by our own timeout, not urllib3's retries
+        self.path = path
+        self.host: str = cfg.host
+        self.ca_file: str | None = cfg.ssl_ca_cert
+        self.api_client = k8s.ApiClient(cfg)
+        self.api = k8s.CoordinationV1Api(self.api_client)
+
+    def close(self) -> None:
+        pool = getattr(self.api_client.rest_client, "pool_manager", None)
+        if pool is not None:
+            pool.clear()
+
+
+class LeaseElection:
+    """A Lease as the lock, with client-go's semantics (see election.base for what is written)."""
+
+    def __init__(self, spec: ElectionSpec, identity: str) -> None:
+        self.identity = identity
+        self.namespace = spec.namespace
+        self.name = spec.lease_name
+        self._server = spec.server
+        self._primary_path = spec.kubeconfig
+        fallback = spec.kubeconfig.parent / SUPER_ADMIN
+        self._fallback_path = fallback if spec.kubeconfig.name == "admin.conf" else None
+        self._primary = _Client(spec.kubeconfig, spec.server)
+        self._active = self._primary
+        self._fallback: _Client | None = None
+        self._next_primary_try = 0.0
+        self._lock = threading.Lock()
+        self._base_meta: dict[str, Any] | None = None
+        self._closed = threading.Event()
+        self._watch_resp: Any = None
+
+    # interface --------------------------------------------------------------
+
+    def describe(self) -> str:
+        return f"Lease {self.namespace}/{self.name} at {self._active.host}"
+
+    @property
+    def ca_file(self) -> str | None:
+        return self._primary.ca_file
+
+    @property
+    def kubeconfig_in_use(self) -> Path:
+        return self._active.path
+
+    def write(self, op: Op, record: LeaderRecord, timeout: float) -> WriteResult:
+        body = lease_from_record(record, self.namespace, self.name, self._base_meta)
+        started = time.monotonic()
+        try:
+            if record.version:
+                resp = self._call(
+                    lambda api: api.replace_namespaced_lease(
+                        self.name, self.namespace, body, **self._opts(timeout)
+                    )
+                )
+            else:
+                resp = self._call(
+                    lambda api: api.create_namespaced_lease(
+                        self.namespace, body, **self._opts(timeout)
+                    )
+                )
+        except k8s.ApiException as e:
+            if e.status == 409:
+                left = max(0.2, timeout - (time.monotonic() - started))
+                fresh = self.read(left)
+                return WriteResult(
+                    ok=False,
+                    conflict=True,
+                    record=fresh.record,
+                    missing=fresh.ok and fresh.record is None,
+                    error=_api_error_text(e),
+                )
+            if e.status == 404:
+                return WriteResult(ok=False, missing=True, error=_api_error_text(e))
+            return WriteResult(
+                ok=False, error=_api_error_text(e), error_kind=_kind_of_status(e.status)
+            )
+        except (urllib3.exceptions.HTTPError, OSError, ssl.SSLError) as e:
+            kind: ErrorKind = "timeout" if _is_timeout(e) else "network"
+            if kind == "timeout":
+                # The write may have been applied before the answer was lost: look.
+                back = self.read(timeout)
+                r = back.record
+                if back.ok and r is not None and r.content() == record.content():
+                    log.info("%s timed out but was applied (read back)", op)
+                    return WriteResult(ok=True, record=r)
+            return WriteResult(ok=False, error=_net_error_text(e, timeout), error_kind=kind)
+        obj = json.loads(resp.data)
+        self._base_meta = obj.get("metadata")
+        return WriteResult(ok=True, record=record_from_lease(obj))
+
+    def read(self, timeout: float) -> WriteResult:
+        try:
+            resp = self._call(
+                lambda api: api.read_namespaced_lease(
+                    self.name, self.namespace, **self._opts(timeout)
+                )
+            )
+        except k8s.ApiException as e:
+            if e.status == 404:
+                return WriteResult(ok=True, record=None)
+            return WriteResult(
+                ok=False, error=_api_error_text(e), error_kind=_kind_of_status(e.status)
+            )
+        except (urllib3.exceptions.HTTPError, OSError, ssl.SSLError) as e:
+            kind: ErrorKind = "timeout" if _is_timeout(e) else "network"
+            return WriteResult(ok=False, error=_net_error_text(e, timeout), error_kind=kind)
+        obj = json.loads(resp.data)
+        self._base_meta = obj.get("metadata")
+        return WriteResult(ok=True, record=record_from_lease(obj))
+
+    def watch(self, observe: Observer, stopped: Callable[[], bool]) -> None:
+        """List, then watch from the list's version; relist on 410 Gone or a broken stream."""
+        backoff = 0.2
+        rv: str | None = None
+        failing = False
+        while not stopped() and not self._closed.is_set():
+            try:
+                if rv is None:
+                    rv = self._list(observe)
+                    if failing:
+                        log.info("reading %s works again", self.describe())
+                    failing = False
+                began = time.monotonic()
+                rv = self._watch_once(rv, observe, stopped)
+                if time.monotonic() - began < 1.0:
+                    self._closed.wait(backoff)  # a stream that ends at once must not spin
+                    backoff = min(backoff * 2, 2.0)
+                else:
+                    backoff = 0.2
+            except _Relist:
+                rv = None
+            except Exception as e:
+                if self._closed.is_set() or stopped():
+                    return  # close() pulled the stream away under us
+                if not isinstance(e, _WATCH_ERRORS):
+                    raise
+                text = (
+                    _api_error_text(e)
+                    if isinstance(e, k8s.ApiException)
+                    else _net_error_text(e, 5.0)
+                )
+                if not failing and rv is None:
+                    log.warning("cannot read %s: %s; retrying", self.describe(), text)
+                    failing = True
+                else:
+                    log.debug(
+                        "watch of %s broke (%s); retrying in %.1fs", self.describe(), text, backoff
+                    )
+                rv = None
+                self._closed.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def close(self) -> None:
+        self._closed.set()
+        resp = self._watch_resp
+        if resp is not None:
+            try:
+                resp.close()
+            except Exception:
+                log.debug("closing the watch stream failed", exc_info=True)
+        self._primary.close()
+        if self._fallback is not None:
+            self._fallback.close()
+
+    # internals --------------------------------------------------------------
+
+    @staticmethod
+    def _opts(timeout: float) -> dict[str, Any]:
+        half = max(0.05, timeout / 2)
+        return {"_request_timeout": (half, half), "_preload_content": False}
+
+    def _call(self, fn: Callable[[k8s.CoordinationV1Api], Any]) -> Any:
+        """Run ``fn`` with the active client; handles kubeadm's super-admin.conf fallback."""
+        with self._lock:
+            active = self._active
+            try_primary = active is not self._primary and time.monotonic() >= self._next_primary_try
+        if try_primary:
+            try:
+                out = fn(self._primary.api)
+            except k8s.ApiException as e:
+                if e.status not in (401, 403):
+                    raise
+                with self._lock:
+                    self._next_primary_try = time.monotonic() + ADMIN_RETRY_S
+            else:
+                with self._lock:
+                    self._active = self._primary
+                log.warning("%s works now; stopped using %s", self._primary.path, SUPER_ADMIN)
+                return out
+        try:
+            return fn(active.api)
+        except k8s.ApiException as e:
+            if e.status not in (401, 403) or active is not self._primary:
+                raise
+            fallback = self._use_fallback(e)
+            if fallback is None:
+                raise
+            return fn(fallback.api)
+
+    def _use_fallback(self, e: k8s.ApiException) -> _Client | None:
+        path = self._fallback_path
+        if path is None or not path.exists():
+            return None
+        with self._lock:
+            if self._fallback is None:
+                try:
+                    self._fallback = _Client(path, self._server)
+                except ElectionSetupError as err:
+                    log.error("%s", err)
+                    return None
+            self._active = self._fallback
+            self._next_primary_try = time.monotonic() + ADMIN_RETRY_S
+        log.warning(
+            "%s is not authorized yet (HTTP %s); using %s until it is "
+            "(kubeadm 1.29+ grants admin.conf its rights only at the end of kubeadm init)",
+            self._primary.path,
+            e.status,
+            path,
+        )
+        return self._fallback
+
+    def _list(self, observe: Observer) -> str:
+        resp = self._call(
+            lambda api: api.list_namespaced_lease(
+                self.namespace, field_selector=f"metadata.name={self.name}", **self._opts(5.0)
+            )
+        )
+        doc = json.loads(resp.data)
+        items = doc.get("items") or []
+        observe(record_from_lease(items[0]) if items else None)
+        return str(doc["metadata"]["resourceVersion"])
+
+    def _watch_once(self, rv: str, observe: Observer, stopped: Callable[[], bool]) -> str:
+        resp = self._call(
+            lambda api: api.list_namespaced_lease(
+                self.namespace,
+                field_selector=f"metadata.name={self.name}",
+                watch=True,
+                resource_version=rv,
+                allow_watch_bookmarks=True,
+                timeout_seconds=WATCH_SECONDS,
+                _request_timeout=(2.0, WATCH_SECONDS + 10),
+                _preload_content=False,
+            )
+        )
+        self._watch_resp = resp
+        try:
+            for line in iter_resp_lines(resp):
+                if stopped():
+                    break
+                ev = json.loads(line)
+                obj = ev.get("object") or {}
+                kind = ev.get("type")
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _Relist
+                    raise ValueError(f"watch error: {obj.get('message')}")
+                rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                if kind in ("ADDED", "MODIFIED"):
+                    observe(record_from_lease(obj))
+                elif kind == "DELETED":
+                    observe(None)
+        finally:
+            self._watch_resp = None
+            resp.release_conn()
+        return rv
+
+
+class _Relist(Exception):
+    pass
+
+
+_WATCH_ERRORS = (k8s.ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
+
+
+def _is_timeout(e: BaseException) -> bool:
+    if isinstance(e, urllib3.exceptions.NewConnectionError):
+        return False  # a subclass of ConnectTimeoutError in urllib3 1.26, yet "refused"
+    return isinstance(e, urllib3.exceptions.TimeoutError | TimeoutError) or "timed out" in str(e)
+
+
+def _net_error_text(e: BaseException, timeout: float) -> str:
+    if _is_timeout(e):
+        return f"no answer within {timeout:.1f}s"
+    reason = getattr(e, "reason", None) or e
+    return f"cannot reach the apiserver: {reason}"

@@ -1,0 +1,103 @@
+"""The health gate: is the local apiserver ready?
+
+One thread checks ``health.url`` every ``period`` and reports a change only after
+``failure_threshold`` failures or ``success_threshold`` successes in a row, so one slow answer
+does not move the VIP. Proxies from the environment are ignored: the check is always local.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from kubevipd.config.model import HealthSpec
+
+log = logging.getLogger("kubevipd.health")
+
+
+def check_once(url: str, timeout: float, ctx: ssl.SSLContext | None) -> tuple[bool, str]:
+    """One readiness check: (healthy, a short reason)."""
+    u = urlsplit(url)
+    host = u.hostname or "127.0.0.1"
+    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    conn: http.client.HTTPConnection
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(host, u.port or 443, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection(host, u.port or 80, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Accept": "text/plain"})
+        resp = conn.getresponse()
+        body = resp.read(512).decode("utf-8", "replace").strip().splitlines()
+        if 200 <= resp.status < 300:
+            return True, f"{url}: HTTP {resp.status}"
+        first_bad = next((line for line in body if line.startswith("[-]")), body[0] if body else "")
+        return False, f"{url}: HTTP {resp.status} {first_bad}".rstrip()
+    except (OSError, http.client.HTTPException) as e:
+        return False, f"{url}: {e or type(e).__name__}"
+    finally:
+        conn.close()
+
+
+def ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca_file)
+    return ctx
+
+
+class HealthChecker:
+    """Calls ``report(healthy, reason)`` from its own thread whenever the verdict changes."""
+
+    def __init__(
+        self,
+        spec: HealthSpec,
+        ca_file: str | None,
+        report: Callable[[bool, str], None],
+        check: Callable[[str, float, ssl.SSLContext | None], tuple[bool, str]] = check_once,
+    ) -> None:
+        self.spec = spec
+        ca = str(spec.ca_file) if spec.ca_file else ca_file
+        self._ctx = ssl_context(ca) if spec.url.startswith("https") else None
+        self._report = report
+        self._check = check
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+        self.verdict: bool | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.spec.timeout.seconds + 1)
+
+    def _run(self) -> None:
+        ok_streak = bad_streak = 0
+        period = self.spec.period.seconds
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            ok, reason = self._check(self.spec.url, self.spec.timeout.seconds, self._ctx)
+            if ok:
+                ok_streak, bad_streak = ok_streak + 1, 0
+                if self.verdict is not True and ok_streak >= self.spec.success_threshold:
+                    self.verdict = True
+                    self._report(True, reason)
+            else:
+                ok_streak, bad_streak = 0, bad_streak + 1
+                if self.verdict is not False and bad_streak >= self.spec.failure_threshold:
+                    self.verdict = False
+                    self._report(False, reason)
+                elif self.verdict is not False:
+                    log.debug(
+                        "health check failed (%d/%d): %s",
+                        bad_streak,
+                        self.spec.failure_threshold,
+                        reason,
+                    )
+            next_at += period
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+            next_at = max(next_at, time.monotonic() - period)

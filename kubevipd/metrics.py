@@ -1,0 +1,48 @@
+"""Prometheus metrics on ``metrics.listen`` (a registry of our own: no process-wide globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class MetricsError(Exception):
+    pass
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.leader = Gauge("kubevipd_leader", "1 while this node holds the lease", registry=r)
+        self.vip_present = Gauge(
+            "kubevipd_vip_present", "1 while the VIP is on this node's interface", registry=r
+        )
+        self.transitions = Counter(
+            "kubevipd_transitions", "State machine transitions", ["to"], registry=r
+        )
+        self.renew_latency = Histogram(
+            "kubevipd_lease_write_seconds",
+            "Latency of lease writes (acquire, renew, release)",
+            ["op"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=r,
+        )
+        self.api_errors = Counter(
+            "kubevipd_api_errors", "Failed lease API calls by kind", ["kind"], registry=r
+        )
+        self.announcements = Counter(
+            "kubevipd_announcements", "Gratuitous ARP / unsolicited NA frames sent", registry=r
+        )
+
+    def serve(self, listen: str) -> None:
+        host, port = split_listen(listen)
+        try:
+            start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            raise MetricsError(f"cannot serve metrics on {listen}: {e.strerror or e}") from None

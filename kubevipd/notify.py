@@ -1,0 +1,56 @@
+"""The systemd notify protocol: READY, STATUS, WATCHDOG, RELOADING, STOPPING.
+
+Outside systemd (no $NOTIFY_SOCKET) every call is a no-op. The watchdog is pinged only from the
+main loop, so a stuck loop makes systemd restart the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import sdnotify
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._n = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
+        usec = os.environ.get("WATCHDOG_USEC", "")
+        pid = os.environ.get("WATCHDOG_PID", "")
+        for_us = not pid or pid == str(os.getpid())
+        self.watchdog_interval: float | None = (
+            int(usec) / 1e6 if usec.isdigit() and int(usec) > 0 and for_us else None
+        )
+        self._next_ping = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self._n is not None
+
+    def _send(self, text: str) -> None:
+        if self._n is not None:
+            self._n.notify(text)
+
+    def ready(self, status: str) -> None:
+        self._send(f"READY=1\nSTATUS={status}")
+
+    def status(self, status: str) -> None:
+        self._send(f"STATUS={status}")
+
+    def reloading(self) -> None:
+        self._send(
+            f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
+        )
+
+    def stopping(self, status: str) -> None:
+        self._send(f"STOPPING=1\nSTATUS={status}")
+
+    def watchdog(self, now: float) -> None:
+        """Ping at half the interval; call from the main loop on every turn."""
+        if self.watchdog_interval is None or now < self._next_ping:
+            return
+        self._send("WATCHDOG=1")
+        self._next_ping = now + self.watchdog_interval / 2
+
+    def max_sleep(self) -> float:
+        return self.watchdog_interval / 4 if self.watchdog_interval else 1.0

@@ -1,0 +1,512 @@
+"""``kubevipd run``: wires the backends to the state machine and runs the one main loop.
+
+Threads only gather news (lease watch, netlink monitor, health checks, lease writes) and put it on
+one queue; the main loop feeds it to the Machine (kubevipd/daemon.py) and carries out its actions.
+Nothing here decides anything, and the daemon never sees a backend's internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any, ClassVar
+
+from kubevipd import status as status_file
+from kubevipd.announce.arp import ArpAnnouncer
+from kubevipd.config import ConfigError, load
+from kubevipd.config.model import Config
+from kubevipd.daemon import (
+    Action,
+    AddVip,
+    Announce,
+    Event,
+    HealthChanged,
+    LinkChanged,
+    Machine,
+    Observed,
+    RemoveVip,
+    Role,
+    Stop,
+    Timings,
+    VipMissing,
+    Write,
+    WriteDone,
+)
+from kubevipd.election.lease import ElectionSetupError, LeaseElection
+from kubevipd.health import HealthChecker
+from kubevipd.metrics import Metrics, MetricsError
+from kubevipd.notify import Notifier
+from kubevipd.vip.netlink import InterfaceError, Monitor, Vip, VipLink, default_route_interface
+
+log = logging.getLogger("kubevipd")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+class RunError(Exception):
+    """Bad input found at run time: one clear line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Reload:
+    pass
+
+
+Item = Event | Reload
+
+
+# ------------------------------------------------------------------ logging
+
+
+class _JournalFormatter(logging.Formatter):
+    """``<N>message``: journald reads the syslog priority from the prefix."""
+
+    PRIO: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = self.PRIO.get(record.levelno, 2 if record.levelno > logging.ERROR else 6)
+        return f"<{prio}>{record.getMessage()}"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("urllib3", "kubernetes", "scapy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ------------------------------------------------------------------ resolution
+
+
+def resolve_vips(cfg: Config) -> list[Vip]:
+    if cfg.vip.dns is not None or cfg.vip.dhcp is not None:
+        raise RunError(
+            "vip.dns and vip.dhcp are not supported by this version of the daemon yet; "
+            "set vip.address"
+        )
+    out = []
+    for i, addr in enumerate(cfg.vip.addresses):
+        if cfg.vip.prefix_lengths is not None:
+            plen = cfg.vip.prefix_lengths[i]
+        else:
+            plen = 32 if addr.version == 4 else 128
+        out.append(Vip(addr, plen))
+    return out
+
+
+def resolve_identity(cfg: Config) -> str:
+    return cfg.node_name or socket.gethostname().split(".")[0].lower()
+
+
+def resolve_interface(cfg: Config) -> str:
+    if cfg.interface:
+        return cfg.interface
+    found = default_route_interface()
+    if found is None:
+        raise RunError("interface is not set and there is no default route to pick one from")
+    return found
+
+
+def timings(cfg: Config) -> Timings:
+    e = cfg.election
+    return Timings(
+        lease_duration=e.lease_duration.seconds,
+        renew_deadline=e.renew_deadline.seconds,
+        retry_period=e.retry_period.seconds,
+        link_down_grace=cfg.health.link_down_grace.seconds,
+        announce_refresh=cfg.announce.arp.refresh.seconds if cfg.announce.arp else 3.0,
+        health_gate=cfg.health.enabled,
+    )
+
+
+# ------------------------------------------------------------------ the runner
+
+
+class Runner:
+    def __init__(self, cfg: Config, config_path: str, run_dir: Path) -> None:
+        if cfg.announce.mode != "arp":
+            raise RunError(
+                f"announce.mode {cfg.announce.mode} is not supported by this version of the "
+                "daemon yet; use arp"
+            )
+        self.cfg = cfg
+        self.config_path = config_path
+        self.run_dir = run_dir
+        self.q: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.identity = resolve_identity(cfg)
+        self.vips = resolve_vips(cfg)
+        self.ifname = resolve_interface(cfg)
+        self.notifier = Notifier()
+        self.metrics = Metrics()
+        self.link: VipLink | None = None
+        self.announcer: ArpAnnouncer | None = None
+        self.monitor: Monitor | None = None
+        self.election: LeaseElection | None = None
+        self.health: HealthChecker | None = None
+        self.watch_thread: threading.Thread | None = None
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease-write")
+        self.stopping = False
+        self.health_text = "disabled" if not cfg.health.enabled else "unknown"
+        self._published: tuple[Any, ...] = ()
+        self._published_at = 0.0
+        self._waiting_for_kubeconfig = False
+        self._attach_link()
+        now = time.monotonic()
+        self.machine = Machine(
+            identity=self.identity,
+            t=timings(cfg),
+            now=now,
+            wall=time.time(),
+            vip_at_start=bool(self.link and self.link.present()),
+            lease_name=cfg.election.lease_name,
+            vip_text=self._vip_text(),
+        )
+        assert self.link is not None
+        self.machine.link_up = self.link.carrier()
+
+    # setup ------------------------------------------------------------------
+
+    def _vip_text(self) -> str:
+        return f"VIP {', '.join(str(v) for v in self.vips)} on {self.ifname}"
+
+    def _attach_link(self) -> None:
+        try:
+            self.link = VipLink(self.ifname, self.vips)
+        except InterfaceError as e:
+            raise RunError(str(e)) from None
+        self.announcer = ArpAnnouncer(self.ifname, self.link.mac(), self.vips)
+        self.monitor = Monitor(
+            self.link.index,
+            self.vips,
+            on_link=lambda up: self.q.put(LinkChanged(up)),
+            on_vip_gone=lambda: self.q.put(VipMissing()),
+        )
+        self.monitor.start()
+
+    def _detach_link(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.announcer is not None:
+            self.announcer.close()
+        if self.link is not None:
+            self.link.close()
+        self.monitor = self.announcer = self.link = None
+
+    def _connect_election(self) -> None:
+        """Create the Lease client once the kubeconfig exists (kubeadm init writes it)."""
+        spec = self.cfg.election
+        if not spec.kubeconfig.exists():
+            if not self._waiting_for_kubeconfig:
+                log.warning(
+                    "waiting for kubeconfig %s to exist (kubeadm init writes it)", spec.kubeconfig
+                )
+                self._waiting_for_kubeconfig = True
+            return
+        try:
+            self.election = LeaseElection(spec, self.identity)
+        except ElectionSetupError as e:
+            raise RunError(str(e)) from None
+        log.info(
+            "kubevipd on node %s: %s, lease %s (%s/%s/%s)",
+            self.identity,
+            self._vip_text(),
+            self.election.describe(),
+            spec.lease_duration,
+            spec.renew_deadline,
+            spec.retry_period,
+        )
+        election = self.election
+        self.watch_thread = threading.Thread(
+            target=election.watch,
+            args=(lambda rec: self.q.put(Observed(rec)), lambda: self.stopping),
+            name="lease-watch",
+            daemon=True,
+        )
+        self.watch_thread.start()
+        self._start_health()
+
+    def _start_health(self) -> None:
+        if self.health is not None:
+            self.health.stop()
+            self.health = None
+        if not self.cfg.health.enabled:
+            self.health_text = "disabled"
+            return
+        ca = self.election.ca_file if self.election else None
+        self.health = HealthChecker(self.cfg.health, ca, self._on_health)
+        self.health.start()
+
+    def _on_health(self, healthy: bool, reason: str) -> None:
+        self.health_text = f"{'healthy' if healthy else 'unhealthy'} ({reason})"
+        self.q.put(HealthChanged(healthy, reason))
+
+    # the loop ---------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, lambda *_: self.q.put(Reload()))
+        if self.cfg.metrics is not None:
+            try:
+                self.metrics.serve(self.cfg.metrics.listen)
+            except MetricsError as e:
+                raise RunError(str(e)) from None
+        self._connect_election()
+        self.notifier.ready(self._status_line())
+        stop_by: float | None = None
+        try:
+            self._step(None)
+            while self.machine.role is not Role.STOPPED:
+                now = time.monotonic()
+                if self.election is None and not self.stopping:
+                    self._connect_election()
+                wake = self.machine.next_wakeup()
+                timeout = self.notifier.max_sleep()
+                if self.election is None:
+                    timeout = min(timeout, 1.0)
+                if wake is not None:
+                    timeout = min(timeout, max(0.0, wake - now))
+                if stop_by is not None:
+                    timeout = min(timeout, max(0.0, stop_by - now))
+                try:
+                    item: Item | None = self.q.get(timeout=timeout)
+                except queue.Empty:
+                    item = None
+                if isinstance(item, Reload):
+                    self._reload()
+                    continue
+                if isinstance(item, Stop) and stop_by is None:
+                    self.stopping = True
+                    self.notifier.stopping("stopping: handing the VIP over")
+                    stop_by = time.monotonic() + self.machine.t.api_timeout * 2 + 1.0
+                self._step(item)
+                self.notifier.watchdog(time.monotonic())
+                if stop_by is not None and time.monotonic() >= stop_by:
+                    log.warning("hand-over did not finish in time; removing the VIP and exiting")
+                    break
+            return EXIT_OK
+        finally:
+            self._shutdown()
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.q.put(Stop(signal.Signals(signum).name))
+
+    def _step(self, item: Event | None) -> None:
+        actions = self.machine.handle(item, time.monotonic(), time.time())
+        for a in actions:
+            self._do(a)
+        self._publish()
+
+    def _do(self, a: Action) -> None:
+        assert self.link is not None and self.announcer is not None
+        if isinstance(a, Write):
+            election = self.election
+            if election is None:
+                return
+            sent_at = time.monotonic()
+            self.writer.submit(self._write, election, a, sent_at)
+        elif isinstance(a, AddVip):
+            try:
+                self.link.add()
+            except InterfaceError as e:
+                log.error("%s", e)
+        elif isinstance(a, RemoveVip):
+            try:
+                self.link.remove()
+            except InterfaceError as e:
+                log.error("%s", e)
+        elif isinstance(a, Announce):
+            self.metrics.announcements.inc(self.announcer.announce())
+
+    def _write(self, election: LeaseElection, a: Write, sent_at: float) -> None:
+        try:
+            result = election.write(a.op, a.record, a.timeout)
+        except Exception as e:  # a write must always report back
+            log.debug("lease write raised", exc_info=True)
+            from kubevipd.election.base import WriteResult
+
+            result = WriteResult(ok=False, error=str(e) or type(e).__name__, error_kind="other")
+        self.metrics.renew_latency.labels(a.op).observe(time.monotonic() - sent_at)
+        if result.error_kind is not None:
+            self.metrics.api_errors.labels(result.error_kind).inc()
+        self.q.put(WriteDone(a.op, result, sent_at))
+
+    # reporting --------------------------------------------------------------
+
+    def _status_line(self) -> str:
+        m = self.machine
+        holder = m.observed.holder if m.observed else ""
+        if m.role is Role.LEADER:
+            return f"leader of {self.cfg.election.lease_name}, {self._vip_text()}"
+        if m.role is Role.FOLLOWER:
+            return f"follower; leader is {holder or 'nobody'}"
+        if self.election is None:
+            return f"starting: waiting for {self.cfg.election.kubeconfig}"
+        return str(m.role.value)
+
+    def _publish(self) -> None:
+        m = self.machine
+        holder = m.observed.holder if m.observed else ""
+        key = (m.role, holder, m.holds_vip, m.transitions)
+        now = time.monotonic()
+        if key == self._published and now - self._published_at < 1.0:
+            return
+        if key[:3] != self._published[:3]:
+            self.notifier.status(self._status_line())
+            self.metrics.transitions.labels(m.role.value).inc()
+        self._published, self._published_at = key, now
+        self.metrics.leader.set(1 if m.role is Role.LEADER else 0)
+        self.metrics.vip_present.set(1 if m.holds_vip else 0)
+        wall_now = time.time()
+        state = {
+            "pid": os.getpid(),
+            "node": self.identity,
+            "role": m.role.value,
+            "holder": holder,
+            "vip": [str(v) for v in self.vips],
+            "interface": self.ifname,
+            "vip_present": m.holds_vip,
+            "lease": f"{self.cfg.election.namespace}/{self.cfg.election.lease_name}",
+            "role_since": wall_now - (now - m.role_since),
+            "last_renew": wall_now - (now - m.last_renew_ok) if m.last_renew_ok else None,
+            "transitions": m.transitions,
+            "health": self.health_text,
+            "last_error": m.last_error,
+            "updated": wall_now,
+        }
+        try:
+            status_file.write(self.run_dir, state)
+        except OSError as e:
+            log.debug("cannot write status to %s: %s", self.run_dir, e)
+
+    # reload -----------------------------------------------------------------
+
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        log.info("reloading %s", self.config_path)
+        try:
+            new = load(self.config_path).config
+        except ConfigError as e:
+            for d in e.diagnostics:
+                log.error("%s", d)
+            log.error("the new config is invalid; keeping the running one")
+            self.notifier.ready(self._status_line())
+            return
+        old = self.cfg
+        if new.election != old.election or new.node_name != old.node_name:
+            log.warning("election settings or node_name changed: they take effect after a restart")
+            new = replace(new, election=old.election, node_name=old.node_name)
+        if new.announce.mode != "arp" or new.vip.dns or new.vip.dhcp:
+            log.error(
+                "the new config needs features this version does not have; keeping the running one"
+            )
+            self.notifier.ready(self._status_line())
+            return
+        new_vips = resolve_vips(new)
+        new_ifname = resolve_interface(new)
+        if new_vips != self.vips or new_ifname != self.ifname:
+            self._move_vip(new_vips, new_ifname)
+        self.cfg = new
+        self.machine.t = replace(timings(new), health_gate=new.health.enabled)
+        if new.health != old.health:
+            self._start_health()
+        logging.getLogger().setLevel(new.log_level.upper())
+        if new.metrics != old.metrics:
+            log.warning("metrics.listen changed: it takes effect after a restart")
+        log.info("reloaded %s", self.config_path)
+        self.notifier.ready(self._status_line())
+        self._publish()
+
+    def _move_vip(self, vips: list[Vip], ifname: str) -> None:
+        """Swap the VIP in place: only the leader holds one, so there is never a second holder."""
+        holding = self.machine.holds_vip
+        old_text = self._vip_text()
+        if holding and self.link is not None:
+            self.link.remove()
+        self._detach_link()
+        old = (self.vips, self.ifname)
+        self.vips, self.ifname = vips, ifname
+        try:
+            self._attach_link()
+        except RunError as e:
+            log.error("%s; keeping %s", e, old_text)
+            self.vips, self.ifname = old
+            self._attach_link()
+        assert self.link is not None
+        self.machine.vip_text = self._vip_text()
+        self.machine.link_up = self.link.carrier()
+        if holding:
+            self.link.add()
+            self.machine.restart_announcing()
+        log.info("VIP changed from %s to %s", old_text, self._vip_text())
+
+    # shutdown ---------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        self.stopping = True
+        if self.link is not None:
+            try:
+                self.link.remove()  # never leave a VIP behind, whatever happened
+            except InterfaceError as e:
+                log.error("%s", e)
+        self.machine.holds_vip = False
+        if self.health is not None:
+            self.health.stop()
+        if self.election is not None:
+            self.election.close()
+        self.writer.shutdown(wait=False, cancel_futures=True)
+        self._detach_link()
+        status_file.remove(self.run_dir)
+
+
+def run(config_path: str, run_dir: Path) -> int:
+    """Entry point of ``kubevipd run``; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    try:
+        loaded = load(config_path)
+    except ConfigError as e:
+        for d in e.diagnostics:
+            print(d, file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(loaded.config.log_level)
+    for w in loaded.warnings:
+        log.warning("%s", w)
+    runner: Runner | None = None
+    try:
+        runner = Runner(loaded.config, config_path, run_dir)
+        return runner.run()
+    except RunError as e:
+        log.error("%s", e)
+        return EXIT_CONFIG
+    except PermissionError as e:
+        log.error("%s: kubevipd needs CAP_NET_ADMIN and CAP_NET_RAW", e)
+        return EXIT_CONFIG
+    except Exception as e:
+        log.error("unexpected error, exiting: %s: %s", type(e).__name__, e)
+        log.debug("details", exc_info=True)
+        return EXIT_FAILURE

@@ -1,0 +1,82 @@
+"""The daemon's state for ``kubevipd status``: a small JSON file under /run/kubevipd/.
+
+The daemon replaces the file atomically; ``status`` reads it and checks the writer still runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RUN_DIR = Path("/run/kubevipd")
+RUN_DIR_ENV = "KUBEVIPD_RUN_DIR"
+FILE = "status.json"
+
+
+def run_dir(override: str | None = None) -> Path:
+    return Path(override or os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR)
+
+
+def write(directory: Path, state: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, directory / FILE)
+
+
+def remove(directory: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (directory / FILE).unlink()
+
+
+def read(directory: Path) -> dict[str, Any] | None:
+    """The last state written, with ``running`` set from whether its pid is alive."""
+    try:
+        state: dict[str, Any] = json.loads((directory / FILE).read_text())
+    except FileNotFoundError:
+        return None
+    pid = int(state.get("pid", 0))
+    running = False
+    if pid > 0:
+        try:
+            os.kill(pid, 0)
+            running = True
+        except ProcessLookupError:
+            running = False
+        except PermissionError:
+            running = True
+    state["running"] = running
+    return state
+
+
+def _ago(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def format_text(state: dict[str, Any]) -> str:
+    now = time.time()
+    renew = f"{_ago(now - state['last_renew'])} ago" if state.get("last_renew") else "-"
+    lines = [
+        f"role:         {state['role']}{'' if state['running'] else ' (daemon not running)'}",
+        f"node:         {state['node']}",
+        f"holder:       {state.get('holder') or '-'}",
+        f"VIP:          {', '.join(state['vip'])} on {state['interface']}"
+        f" ({'present' if state.get('vip_present') else 'absent'} here)",
+        f"lease:        {state['lease']}",
+        f"in role for:  {_ago(now - state['role_since'])}",
+        f"last renew:   {renew}",
+        f"transitions:  {state['transitions']}",
+        f"health:       {state.get('health', '-')}",
+    ]
+    if state.get("last_error"):
+        lines.append(f"last error:   {state['last_error']}")
+    return "\n".join(lines)

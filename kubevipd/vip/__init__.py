@@ -1,0 +1,1 @@
+"""The VIP on the host: netlink address add/remove and the link and address monitor."""

@@ -1,0 +1,184 @@
+"""Add and remove the VIP with netlink, and watch the link and the address.
+
+Every operation is idempotent (pyroute2 0.7 reports an existing address as errno 17 and a
+missing one as errno 99: both mean "already done"), and IPv6 VIPs are added with IFA_F_NODAD so
+they answer at once instead of after duplicate address detection.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
+
+from kubevipd.config.model import IPAddress
+
+log = logging.getLogger("kubevipd.vip")
+
+IFA_F_NODAD = 0x02
+_DONE_ADD = {errno.EEXIST}
+_DONE_DEL = {errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH}
+
+
+class InterfaceError(Exception):
+    """The interface does not exist or cannot be used."""
+
+
+@dataclass(frozen=True)
+class Vip:
+    address: IPAddress
+    prefixlen: int
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if self.address.version == 6 else socket.AF_INET
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+
+def default_route_interface(ipr: IPRoute | None = None) -> str | None:
+    """The interface of the IPv4 (else IPv6) default route, as kube-vip picks one."""
+    own = ipr is None
+    ipr = ipr or IPRoute()
+    try:
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for route in ipr.get_default_routes(family=family):
+                oif = route.get_attr("RTA_OIF")
+                if oif:
+                    links = ipr.get_links(oif)
+                    if links:
+                        return str(links[0].get_attr("IFLA_IFNAME"))
+        return None
+    finally:
+        if own:
+            ipr.close()
+
+
+class VipLink:
+    """The VIP's addresses on one interface. Not thread-safe: the main loop owns it."""
+
+    def __init__(self, ifname: str, vips: Sequence[Vip], ipr: IPRoute | None = None) -> None:
+        self.ifname = ifname
+        self.vips = tuple(vips)
+        self._ipr = ipr or IPRoute()
+        found = self._ipr.link_lookup(ifname=ifname)
+        if not found:
+            self._ipr.close()
+            raise InterfaceError(f"interface {ifname} does not exist")
+        self.index: int = found[0]
+
+    def close(self) -> None:
+        self._ipr.close()
+
+    def mac(self) -> str:
+        link = self._ipr.get_links(self.index)[0]
+        return str(link.get_attr("IFLA_ADDRESS"))
+
+    def carrier(self) -> bool:
+        link = self._ipr.get_links(self.index)[0]
+        return _oper_up(link)
+
+    def present(self) -> list[Vip]:
+        """Which VIP addresses are on the interface now."""
+        have = {
+            (a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+            for a in self._ipr.get_addr(index=self.index)
+        }
+        return [v for v in self.vips if (str(v.address), v.prefixlen) in have]
+
+    def add(self) -> None:
+        for v in self.vips:
+            kw = {"flags": IFA_F_NODAD} if v.address.version == 6 else {}
+            try:
+                self._ipr.addr(
+                    "add", index=self.index, address=str(v.address), prefixlen=v.prefixlen, **kw
+                )
+            except NetlinkError as e:
+                if e.code not in _DONE_ADD:
+                    raise InterfaceError(
+                        f"cannot add {v}/{v.prefixlen} to {self.ifname}: {e}"
+                    ) from None
+
+    def remove(self) -> None:
+        for v in self.vips:
+            try:
+                self._ipr.addr(
+                    "del", index=self.index, address=str(v.address), prefixlen=v.prefixlen
+                )
+            except NetlinkError as e:
+                if e.code not in _DONE_DEL and e.code != errno.ENODEV:
+                    raise InterfaceError(f"cannot remove {v} from {self.ifname}: {e}") from None
+
+
+def _oper_up(link: object) -> bool:
+    state = link.get_attr("IFLA_OPERSTATE")  # type: ignore[attr-defined]
+    return state in ("UP", "UNKNOWN")
+
+
+class Monitor:
+    """Reports carrier changes of the interface and removals of a VIP, from its own thread.
+
+    ``on_link(up)`` and ``on_vip_gone()`` must only hand the news to the main loop.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        vips: Sequence[Vip],
+        on_link: Callable[[bool], None],
+        on_vip_gone: Callable[[], None],
+        ipr_factory: Callable[[], IPRoute] = IPRoute,
+    ) -> None:
+        self.index = index
+        self._vips = {(str(v.address), v.prefixlen) for v in vips}
+        self._on_link = on_link
+        self._on_vip_gone = on_vip_gone
+        self._ipr = ipr_factory()
+        self._ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="netlink-monitor", daemon=True)
+        self._last_up: bool | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._ipr.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._ipr.fileno()], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                msgs = self._ipr.get()
+            except (OSError, NetlinkError) as e:
+                log.warning("netlink monitor: %s", e)
+                continue
+            for msg in msgs:
+                self._dispatch(msg)
+
+    def _dispatch(self, msg: object) -> None:
+        event = msg["event"]  # type: ignore[index]
+        if event == "RTM_DELADDR" and msg["index"] == self.index:  # type: ignore[index]
+            key = (msg.get_attr("IFA_ADDRESS"), msg["prefixlen"])  # type: ignore[attr-defined,index]
+            if key in self._vips:
+                self._on_vip_gone()
+        elif event == "RTM_NEWLINK" and msg["index"] == self.index:  # type: ignore[index]
+            up = _oper_up(msg)
+            if up != self._last_up:
+                self._last_up = up
+                self._on_link(up)
+        elif event == "RTM_DELLINK" and msg["index"] == self.index:  # type: ignore[index]
+            self._on_link(False)

@@ -1,0 +1,205 @@
+"""kubevipd's Lease backend (kubernetes client) against the lab API server."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kubevipd.config.model import ElectionSpec
+from kubevipd.election import lease as lease_mod
+from kubevipd.election.base import LeaderRecord, acquire_record, release_record
+from kubevipd.election.lease import ElectionSetupError, LeaseElection
+from kubevipd.lab.apiserver import ALL_VERBS, LabApiServer
+
+from .conftest import KubeconfigFactory
+
+MICRO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+def election(kc: Path, ident: str = "n1") -> LeaseElection:
+    return LeaseElection(ElectionSpec(kubeconfig=kc), ident)
+
+
+def stored(api: LabApiServer) -> dict[str, object]:
+    return api.store.get("kube-system", "plndr-cp-lock")
+
+
+def test_writes_follow_client_go_field_for_field(
+    api: LabApiServer, kubeconfig: KubeconfigFactory
+) -> None:
+    e = election(kubeconfig())
+    first = e.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 2.0)
+    assert first.ok and first.record is not None and first.record.version
+    spec = stored(api)["spec"]
+    assert isinstance(spec, dict)
+    assert spec["holderIdentity"] == "n1" and spec["leaseDurationSeconds"] == 5
+    assert spec["leaseTransitions"] == 0
+    assert MICRO.match(spec["acquireTime"]) and MICRO.match(spec["renewTime"])
+    renewed = e.write("renew", acquire_record(first.record, "n1", 5, time.time() + 1, False), 2.0)
+    assert renewed.ok and renewed.record is not None
+    assert renewed.record.acquire_time == first.record.acquire_time
+    released = e.write("release", release_record(renewed.record, time.time()), 2.0)
+    assert released.ok and released.record is not None
+    spec = stored(api)["spec"]
+    assert isinstance(spec, dict)
+    assert spec["holderIdentity"] == "" and spec["leaseDurationSeconds"] == 1
+
+
+def test_annotations_and_labels_of_others_survive_a_renewal(
+    api: LabApiServer, kubeconfig: KubeconfigFactory
+) -> None:
+    e = election(kubeconfig())
+    r = e.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 2.0).record
+    assert r is not None
+    obj = stored(api)
+    meta = obj["metadata"]
+    assert isinstance(meta, dict)
+    meta["labels"] = {"team": "platform"}
+    meta["annotations"] = {"example.com/owner": "ops"}
+    api.store.update("kube-system", "plndr-cp-lock", obj)
+    fresh = e.read(2.0).record
+    assert fresh is not None and fresh.annotations == {"example.com/owner": "ops"}
+    out = e.write("renew", acquire_record(fresh, "n1", 5, time.time(), False), 2.0)
+    assert out.ok
+    meta = stored(api)["metadata"]
+    assert isinstance(meta, dict)
+    assert meta["labels"] == {"team": "platform"}
+    assert meta["annotations"] == {"example.com/owner": "ops"}
+
+
+def test_a_lost_race_returns_the_winners_record(kubeconfig: KubeconfigFactory) -> None:
+    a, b = election(kubeconfig(), "a"), election(kubeconfig(), "b")
+    base = a.write("acquire", acquire_record(None, "a", 5, time.time(), False), 2.0).record
+    assert base is not None
+    won = b.write("acquire", acquire_record(base, "b", 5, time.time(), False), 2.0)
+    lost = a.write("renew", acquire_record(base, "a", 5, time.time(), False), 2.0)
+    assert won.ok and not lost.ok and lost.conflict
+    assert lost.record is not None and lost.record.holder == "b"
+    create_again = a.write("acquire", acquire_record(None, "a", 5, time.time(), False), 2.0)
+    assert create_again.conflict and create_again.record is not None
+
+
+def test_a_timed_out_write_that_went_through_is_read_back(
+    api: LabApiServer, kubeconfig: KubeconfigFactory
+) -> None:
+    e = election(kubeconfig())
+    api.faults.latency, api.faults.delay_next = 0.6, 1
+    began = time.monotonic()
+    out = e.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 0.5)
+    assert out.ok and out.record is not None and out.record.holder == "n1"
+    assert time.monotonic() - began < 1.5
+
+
+def test_a_write_into_a_partition_times_out_within_its_budget(
+    api: LabApiServer, kubeconfig: KubeconfigFactory
+) -> None:
+    e = election(kubeconfig())
+    api.faults.cut("kubernetes-admin")
+    began = time.monotonic()
+    out = e.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 0.4)
+    spent = time.monotonic() - began
+    api.faults.heal()
+    assert not out.ok and out.error_kind == "timeout"
+    assert out.error == "no answer within 0.4s"
+    assert spent < 1.2  # the write and its read-back, each bounded; no urllib3 retries
+
+
+def test_error_kinds(api: LabApiServer, kubeconfig: KubeconfigFactory) -> None:
+    nobody = election(kubeconfig("lab-nobody-token"))
+    out = nobody.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 2.0)
+    assert out.error_kind == "forbidden" and "cannot create" in out.error
+    api.faults.fail_next = 1
+    out = election(kubeconfig()).read(2.0)
+    assert out.error_kind == "server" and out.error.startswith("HTTP 500")
+    api.stop()
+    out = election(kubeconfig()).read(1.0)
+    assert out.error_kind == "network" and out.error.startswith("cannot reach the apiserver")
+
+
+def test_a_malformed_kubeconfig_is_a_setup_error(tmp_path: Path) -> None:
+    bad = tmp_path / "kc"
+    bad.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
+    with pytest.raises(ElectionSetupError, match="cannot use kubeconfig"):
+        election(bad)
+
+
+def test_super_admin_conf_is_used_while_admin_conf_has_no_rights(
+    api: LabApiServer,
+    kubeconfig: KubeconfigFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    admin = kubeconfig("lab-nobody-token", name="admin.conf")
+    kubeconfig("lab-admin-token", name="super-admin.conf")
+    e = election(admin)
+    caplog.set_level(logging.INFO, "kubevipd.election")
+    out = e.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 2.0)
+    assert out.ok and e.kubeconfig_in_use.name == "super-admin.conf"
+    assert any("using" in r.message and "super-admin.conf" in r.message for r in caplog.records)
+    # kubeadm init finishes: admin.conf gets its rights; the next call after the retry
+    # interval goes back to it.
+    api.tokens["lab-nobody-token"] = ("nobody", ALL_VERBS)
+    monkeypatch.setattr(lease_mod, "ADMIN_RETRY_S", 0.0)
+    e._next_primary_try = 0.0
+    assert e.read(2.0).ok
+    assert e.kubeconfig_in_use.name == "admin.conf"
+    assert any("works now" in r.message for r in caplog.records)
+
+
+def test_no_fallback_for_other_kubeconfigs(kubeconfig: KubeconfigFactory) -> None:
+    kubeconfig("lab-admin-token", name="super-admin.conf")
+    e = election(kubeconfig("lab-nobody-token", name="kubevip.conf"))
+    assert e.read(2.0).error_kind == "forbidden"
+
+
+def test_watch_follows_changes_and_recovers_from_a_restart_with_compaction(
+    api: LabApiServer, kubeconfig: KubeconfigFactory
+) -> None:
+    writer = election(kubeconfig(), "n1")
+    watcher = election(kubeconfig("lab-viewer-token"), "n2")
+    seen: list[LeaderRecord | None] = []
+    changed = threading.Condition()
+
+    def observe(r: LeaderRecord | None) -> None:
+        with changed:
+            seen.append(r)
+            changed.notify_all()
+
+    def wait_for(pred: object, timeout: float = 10.0) -> bool:
+        with changed:
+            return changed.wait_for(lambda: pred(seen[-1] if seen else "none"), timeout)  # type: ignore[operator]
+
+    stop = threading.Event()
+    t = threading.Thread(target=watcher.watch, args=(observe, stop.is_set), daemon=True)
+    t.start()
+    try:
+        assert wait_for(lambda r: r is None)  # the initial list: no lease yet
+        rec = writer.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 2.0)
+        assert rec.record is not None
+        began = time.monotonic()
+        assert wait_for(lambda r: r is not None and r.holder == "n1")
+        assert time.monotonic() - began < 1.0  # pushed by the watch, not polled
+        api.stop()
+        r2 = writer.write("renew", acquire_record(rec.record, "n1", 5, time.time(), False), 0.5)
+        assert not r2.ok
+        api.store.update(
+            "kube-system",
+            "plndr-cp-lock",
+            {"metadata": {"name": "plndr-cp-lock"}, "spec": {"holderIdentity": "n9"}},
+        )
+        api.store.compact()  # the watcher's resourceVersion is gone: 410, then a relist
+        api.restart()
+        assert wait_for(lambda r: r is not None and r.holder == "n9", timeout=15)
+        assert any(
+            m == "GET" and "watch" not in p and "fieldSelector" in p for _, m, p, _ in api.requests
+        )
+    finally:
+        stop.set()
+        watcher.close()
+        t.join(5)

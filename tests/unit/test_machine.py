@@ -1,0 +1,478 @@
+"""The state machine that owns the VIP, driven by a fake clock: every decision, no I/O."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+
+import pytest
+
+from kubevipd.daemon import (
+    AddVip,
+    Announce,
+    HealthChanged,
+    LinkChanged,
+    Machine,
+    Observed,
+    RemoveVip,
+    Role,
+    Stop,
+    Timings,
+    VipMissing,
+    Write,
+    WriteDone,
+)
+from kubevipd.election.base import DEGRADED, TAKEOVER, LeaderRecord, WriteResult
+
+T = Timings(
+    lease_duration=5, renew_deadline=3, retry_period=1, link_down_grace=1, announce_refresh=3
+)
+WALL0 = 1_800_000_000.0
+
+
+class Sim:
+    """One machine on a fake clock; ``wall`` runs with the monotonic clock unless skewed."""
+
+    def __init__(self, ident: str = "n1", t: Timings = T, vip_at_start: bool = False) -> None:
+        self.now = 100.0
+        self.skew = 0.0
+        self.m = Machine(ident, t, now=self.now, wall=WALL0, vip_at_start=vip_at_start)
+
+    @property
+    def wall(self) -> float:
+        return WALL0 + self.now - 100.0 + self.skew
+
+    def ev(self, e: object) -> list[object]:
+        return list(self.m.handle(e, self.now, self.wall))  # type: ignore[arg-type]
+
+    def tick(self, dt_: float) -> list[object]:
+        self.now += dt_
+        return self.ev(None)
+
+    def healthy(self) -> list[object]:
+        return self.ev(HealthChanged(True))
+
+    def write_of(self, actions: list[object]) -> Write:
+        writes = [a for a in actions if isinstance(a, Write)]
+        assert len(writes) == 1, actions
+        return writes[0]
+
+    def complete(self, w: Write, ok: bool = True, **kw: object) -> list[object]:
+        """The write returns now; when ok, the stored record is what was written (version+1)."""
+        if ok:
+            stored = replace(w.record, version=str(int(w.record.version or "0") + 1))
+            return self.ev(WriteDone(w.op, WriteResult(ok=True, record=stored), self.now))
+        return self.ev(WriteDone(w.op, WriteResult(ok=False, **kw), self.now))  # type: ignore[arg-type]
+
+
+def held_by(holder: str, version: str = "7", duration: int = 5, **kw: object) -> LeaderRecord:
+    when = dt.datetime.fromtimestamp(WALL0, dt.UTC)
+    return LeaderRecord(
+        holder=holder,
+        lease_duration_s=duration,
+        acquire_time=when,
+        renew_time=when,
+        transitions=kw.pop("transitions", 3),  # type: ignore[arg-type]
+        version=version,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def leader(ident: str = "n1") -> tuple[Sim, Write]:
+    """A machine that just became leader of a lease that did not exist."""
+    s = Sim(ident)
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    out = s.complete(w)
+    assert s.m.role is Role.LEADER and AddVip() in out
+    return s, w
+
+
+# ------------------------------------------------------------------ acquiring
+
+
+def test_follower_creates_a_missing_lease_at_once_and_leads() -> None:
+    s = Sim()
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    assert w.op == "acquire" and w.record.version == "" and w.record.holder == "n1"
+    assert w.record.transitions == 0 and w.record.lease_duration_s == 5
+    out = s.complete(w)
+    assert out[:2] == [AddVip(), Announce()]
+    assert s.m.role is Role.LEADER and s.m.holds_vip
+
+
+def test_a_held_lease_is_taken_only_after_lease_duration_on_the_followers_own_clock() -> None:
+    s = Sim("n2")
+    s.healthy()
+    s.skew = -3600.0  # the follower's wall clock is an hour behind: it must not matter
+    assert s.ev(Observed(held_by("n1"))) == []
+    assert s.tick(4.99) == []
+    w = s.write_of(s.tick(0.01))
+    assert w.op == "acquire" and w.record.version == "7"
+    assert w.record.transitions == 4  # a takeover counts one more transition, as client-go does
+
+
+def test_renewals_seen_by_the_follower_restart_its_expiry() -> None:
+    s = Sim("n2")
+    s.healthy()
+    s.ev(Observed(held_by("n1", version="7")))
+    s.tick(4.0)
+    renewed = replace(
+        held_by("n1", version="8"), renew_time=held_by("n1").renew_time + dt.timedelta(seconds=4)
+    )
+    s.ev(Observed(renewed))
+    assert s.tick(4.9) == []
+    assert s.write_of(s.tick(0.2)).op == "acquire"
+
+
+def test_a_released_lease_is_taken_at_once() -> None:
+    s = Sim("n2")
+    s.healthy()
+    s.ev(Observed(held_by("n1")))
+    w = s.write_of(s.ev(Observed(held_by("", version="8", duration=1))))
+    assert w.op == "acquire" and w.record.holder == "n2"
+
+
+def test_a_lost_race_is_not_an_error_the_follower_keeps_watching() -> None:
+    s = Sim("n2")
+    s.healthy()
+    w = s.write_of(s.ev(Observed(held_by("", version="8", duration=1))))
+    fresh = held_by("n3", version="9")
+    out = s.ev(WriteDone("acquire", WriteResult(ok=False, conflict=True, record=fresh), s.now))
+    assert out == [] and s.m.role is Role.FOLLOWER and s.m.observed == fresh
+    assert not s.m.last_error
+    assert w.record.version == "8"
+
+
+def test_an_acquire_error_is_retried_after_retry_period() -> None:
+    s = Sim()
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    assert s.complete(w, ok=False, error="HTTP 500", error_kind="server") == []
+    assert s.tick(0.9) == []
+    assert s.write_of(s.tick(0.1)).op == "acquire"
+
+
+def test_a_late_watch_event_never_moves_the_observation_back() -> None:
+    s = Sim("n2")
+    s.healthy()
+    s.ev(Observed(held_by("n1", version="9")))
+    s.ev(Observed(held_by("n3", version="8")))
+    assert s.m.observed is not None and s.m.observed.holder == "n1"
+
+
+# ------------------------------------------------------------------ leading
+
+
+def test_the_leader_renews_every_retry_period_keeping_acquire_time_and_transitions() -> None:
+    s, first = leader()
+    w = s.write_of(s.tick(1.0))
+    assert w.op == "renew" and w.record.version == "1"
+    assert w.record.acquire_time == first.record.acquire_time
+    assert w.record.renew_time is not None and first.record.renew_time is not None
+    assert (w.record.renew_time - first.record.renew_time).total_seconds() == pytest.approx(1.0)
+    assert w.record.transitions == first.record.transitions
+    s.complete(w)
+    assert s.m.role is Role.LEADER
+    assert s.write_of(s.tick(1.0)).op == "renew"
+
+
+def test_announcements_burst_after_takeover_then_repeat_every_refresh() -> None:
+    s, _ = leader()
+    sent = []
+    for _ in range(700):  # 7 s in 10 ms steps, renewals answered at once
+        out = s.tick(0.01)
+        sent += [round(s.now - 100.0, 2) for a in out if isinstance(a, Announce)]
+        for a in out:
+            if isinstance(a, Write):
+                s.complete(a)
+    assert sent == [0.25, 0.5, 1.0, 4.0, 7.0]
+
+
+def test_a_leader_that_cannot_renew_drops_the_vip_at_the_renew_deadline() -> None:
+    s, _ = leader()
+    acquired_at = s.now
+    removed_at = None
+    for _ in range(400):
+        out = s.tick(0.01)
+        for a in out:
+            if isinstance(a, Write):
+                s.complete(a, ok=False, error="no answer within 1.0s", error_kind="timeout")
+        if RemoveVip() in out:
+            removed_at = s.now
+            break
+    assert removed_at == pytest.approx(acquired_at + 3.0, abs=0.011)
+    assert s.m.role is Role.FOLLOWER and not s.m.holds_vip
+    assert "could not renew" in s.m.last_error or s.m.last_error
+
+
+def test_the_deadline_holds_even_while_a_renew_hangs() -> None:
+    s, _ = leader()
+    w = s.write_of(s.tick(1.0))
+    assert w.op == "renew"
+    out: list[object] = []
+    while RemoveVip() not in out:
+        out = s.tick(0.05)
+        assert s.now < 104
+    assert s.now == pytest.approx(103.0, abs=0.051)
+    # The hung renew comes back too late: no VIP from it; the node may campaign again (it still
+    # holds the lease), and only a new successful write would make it leader.
+    out = s.complete(w, ok=True)
+    assert AddVip() not in out and s.m.role is Role.FOLLOWER
+    assert s.write_of(out).op == "acquire"
+
+
+def test_never_two_holders_when_the_leader_is_cut_off_from_the_apiserver() -> None:
+    """Two machines share one lock; A loses the apiserver. B must not hold the VIP until A
+    has dropped it, whatever the delays."""
+    for watch_delay in (0.0, 0.01, 0.2, 0.9):
+        a, _ = leader("a")
+        b = Sim("b")
+        b.now = a.now
+        b.healthy()
+        b.ev(Observed(a.m.observed))
+        pending: list[tuple[float, object]] = []
+        partitioned = False
+        for step in range(1000):
+            for sim in (a, b):
+                sim.now = 100.0 + step * 0.01 + (a.now - 100.0 if step == 0 else 0)
+            now = a.now
+            due = [e for t_, e in pending if t_ <= now]
+            pending = [(t_, e) for t_, e in pending if t_ > now]
+            for e in due:
+                b.ev(e)
+            out_a = a.ev(None)
+            for act in out_a:
+                if isinstance(act, Write):
+                    if step > 150:
+                        partitioned = True
+                    if partitioned:
+                        a.complete(act, ok=False, error="timeout", error_kind="timeout")
+                    else:
+                        a.complete(act)
+                        pending.append((now + watch_delay, Observed(a.m.observed)))
+            for act in b.ev(None):
+                if isinstance(act, Write):
+                    b.complete(act)
+            assert not (a.m.holds_vip and b.m.holds_vip), (watch_delay, now)
+        assert b.m.role is Role.LEADER and not a.m.holds_vip
+
+
+def test_a_renew_conflict_on_our_own_lease_renews_again_at_once() -> None:
+    s, _ = leader()
+    w = s.write_of(s.tick(1.0))
+    mine = replace(s.m.observed, version="5")  # type: ignore[arg-type]
+    out = s.ev(WriteDone("renew", WriteResult(ok=False, conflict=True, record=mine), s.now))
+    assert s.write_of(out).record.version == "5"
+    assert w.op == "renew"
+
+
+def test_a_lease_taken_by_another_node_drops_the_vip_at_once() -> None:
+    s, _ = leader()
+    s.write_of(s.tick(1.0))
+    theirs = held_by("n9", version="44")
+    out = s.ev(WriteDone("renew", WriteResult(ok=False, conflict=True, record=theirs), s.now))
+    assert out == [RemoveVip()] and s.m.role is Role.FOLLOWER
+
+
+def test_a_vip_deleted_by_hand_is_restored_and_announced() -> None:
+    s, _ = leader()
+    out = s.ev(VipMissing())
+    assert out[:2] == [AddVip(), Announce()]
+
+
+def test_a_vip_gone_while_following_is_left_alone() -> None:
+    s = Sim("n2")
+    s.healthy()
+    s.ev(Observed(held_by("n1")))
+    assert s.ev(VipMissing()) == []
+
+
+# ------------------------------------------------------------------ handing over
+
+
+def test_sigterm_removes_the_vip_then_releases_like_release_on_cancel() -> None:
+    s, _ = leader()
+    out = s.ev(Stop())
+    assert out[0] == RemoveVip()
+    w = s.write_of(out)
+    assert w.op == "release" and w.record.holder == "" and w.record.lease_duration_s == 1
+    assert w.record.transitions == 0 and w.record.version == "1"
+    assert s.m.role is Role.STEPPING_DOWN
+    s.complete(w)
+    assert s.m.role is Role.STOPPED
+
+
+def test_sigterm_while_a_renew_is_in_flight_releases_after_it() -> None:
+    s, _ = leader()
+    w = s.write_of(s.tick(1.0))
+    out = s.ev(Stop())
+    assert out == [RemoveVip()] and s.m.role is Role.STEPPING_DOWN
+    rel = s.write_of(s.complete(w))
+    assert rel.op == "release" and rel.record.version == "2"
+    s.complete(rel)
+    assert s.m.role is Role.STOPPED
+
+
+def test_sigterm_on_a_follower_stops_at_once() -> None:
+    s = Sim("n2")
+    s.healthy()
+    s.ev(Observed(held_by("n1")))
+    assert s.ev(Stop()) == [] and s.m.role is Role.STOPPED
+
+
+def test_an_acquire_that_lands_during_stop_is_released_without_adding_the_vip() -> None:
+    s = Sim()
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    s.ev(Stop())
+    out = s.complete(w)
+    assert AddVip() not in out and s.write_of(out).op == "release"
+
+
+def test_a_failed_release_still_ends_the_stop() -> None:
+    s, _ = leader()
+    w = s.write_of(s.ev(Stop()))
+    s.complete(w, ok=False, error="no answer", error_kind="timeout")
+    assert s.m.role is Role.STOPPED
+
+
+# ------------------------------------------------------------------ health gate
+
+
+def test_a_leader_whose_apiserver_turns_unhealthy_hands_over_at_once() -> None:
+    s, _ = leader()
+    out = s.ev(HealthChanged(False, "HTTP 500"))
+    assert out[0] == RemoveVip() and s.write_of(out).op == "release"
+    s.complete(s.write_of(out))
+    assert s.m.role is Role.FOLLOWER
+
+
+def test_an_unhealthy_node_lets_healthy_ones_go_first() -> None:
+    s = Sim("n2")
+    s.ev(HealthChanged(False, "HTTP 500"))
+    s.ev(Observed(held_by("", version="8", duration=1)))
+    assert s.tick(4.99) == []
+    w = s.write_of(s.tick(0.01))  # nobody healthy took it within a lease duration
+    assert w.record.annotations.get(DEGRADED) == "true"
+
+
+def test_health_unknown_counts_as_not_healthy() -> None:
+    s = Sim("n2")
+    assert s.ev(Observed(None)) == []
+
+
+def test_without_the_gate_health_does_not_matter() -> None:
+    s = Sim("n2", t=replace(T, health_gate=False))
+    s.ev(HealthChanged(False))
+    assert s.write_of(s.ev(Observed(None))).op == "acquire"
+
+
+def test_a_degraded_leader_keeps_the_vip_until_a_healthy_node_asks() -> None:
+    s = Sim("n1")
+    s.ev(HealthChanged(False))
+    s.ev(Observed(None))
+    w = s.write_of(s.tick(5.0))
+    s.complete(w)
+    assert s.m.role is Role.LEADER and s.m.degraded
+    renew = s.write_of(s.tick(1.0))
+    assert renew.record.annotations.get(DEGRADED) == "true"
+    s.complete(renew)
+    # A healthy follower asks (its write lands as a new version carrying the request).
+    asked = replace(s.m.observed, annotations={DEGRADED: "true", TAKEOVER: "n2"}, version="9")  # type: ignore[arg-type]
+    out = s.ev(Observed(asked))
+    assert out[0] == RemoveVip()
+    rel = s.write_of(out)
+    assert rel.op == "release" and TAKEOVER not in rel.record.annotations
+
+
+def test_a_healthy_follower_asks_a_degraded_leader_to_hand_over_once() -> None:
+    s = Sim("n2")
+    s.healthy()
+    rec = held_by("n1", annotations={DEGRADED: "true"})
+    w = s.write_of(s.ev(Observed(rec)))
+    assert w.op == "request" and w.record.annotations[TAKEOVER] == "n2"
+    assert w.record.holder == "n1" and w.record.version == "7"
+    s.complete(w)
+    assert s.tick(0.5) == []
+
+
+def test_a_degraded_leader_that_recovers_clears_the_mark() -> None:
+    s = Sim("n1")
+    s.ev(HealthChanged(False))
+    s.ev(Observed(None))
+    s.complete(s.write_of(s.tick(5.0)))
+    s.healthy()
+    renew = s.write_of(s.tick(1.0))
+    assert DEGRADED not in renew.record.annotations
+    s.complete(renew)
+    assert not s.m.degraded
+    assert s.ev(HealthChanged(False))[0] == RemoveVip()  # a normal leader again
+
+
+# ------------------------------------------------------------------ link
+
+
+def test_a_leader_without_carrier_past_the_grace_hands_over() -> None:
+    s, _ = leader()
+    s.ev(LinkChanged(False))
+    assert RemoveVip() not in s.tick(0.5)
+    for a in s.tick(0.0):
+        if isinstance(a, Write):
+            s.complete(a)
+    out = s.tick(0.5)
+    assert out[0] == RemoveVip() and s.write_of(out).op == "release"
+
+
+def test_a_short_carrier_blip_keeps_the_leader_and_announces_again() -> None:
+    s, _ = leader()
+    s.ev(LinkChanged(False))
+    s.tick(0.3)
+    out = s.ev(LinkChanged(True))
+    assert Announce() in out and RemoveVip() not in out
+    assert s.m.role is Role.LEADER
+
+
+def test_a_follower_without_carrier_does_not_campaign() -> None:
+    s = Sim("n2")
+    s.healthy()
+    s.ev(LinkChanged(False))
+    assert s.ev(Observed(None)) == []
+    assert s.write_of(s.ev(LinkChanged(True))).op == "acquire"
+
+
+# ------------------------------------------------------------------ start-up
+
+
+def test_a_vip_left_by_a_crashed_run_is_removed_when_another_node_holds_the_lease() -> None:
+    s = Sim("n2", vip_at_start=True)
+    s.healthy()
+    assert s.ev(Observed(held_by("n1")))[0] == RemoveVip()
+    assert not s.m.holds_vip
+
+
+def test_a_vip_left_by_a_crashed_run_stays_while_this_node_holds_a_live_lease() -> None:
+    s = Sim("n1", vip_at_start=True)
+    s.healthy()
+    s.now += 0.5  # restarted half a second after its last renewal
+    out = s.ev(Observed(held_by("n1")))
+    assert RemoveVip() not in out and AddVip() not in out
+    assert s.m.role is Role.LEADER and s.write_of(out).op == "renew"
+    assert s.m.deadline == pytest.approx(s.now + 2.5)
+
+
+def test_a_vip_left_behind_goes_when_the_lease_cannot_be_read() -> None:
+    s = Sim("n1", vip_at_start=True)
+    assert s.tick(0.5) == []
+    assert s.m.next_wakeup() == pytest.approx(101.0)
+    assert s.tick(0.5) == [RemoveVip()]
+
+
+def test_next_wakeup_tells_the_loop_when_time_alone_matters() -> None:
+    s = Sim("n2")
+    s.healthy()
+    s.ev(Observed(held_by("n1")))
+    assert s.m.next_wakeup() == pytest.approx(105.0)
+    s2, _ = leader()
+    assert s2.m.next_wakeup() == pytest.approx(100.25)  # the next announcement

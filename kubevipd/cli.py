@@ -195,10 +195,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    # Importing the daemon's libraries takes a second; a stop asked for meanwhile is kept.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: early.append(signum))
     from kubevipd.runner import run
     from kubevipd.status import run_dir
 
-    return run(args.config or _default_config(), run_dir(args.run_dir))
+    return run(args.config or _default_config(), run_dir(args.run_dir), early)
 
 
 EXIT_NOT_RUNNING = 3

@@ -267,10 +267,12 @@ class Runner:
 
     # the loop ---------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self, early_signals: list[int] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop_signal)
         signal.signal(signal.SIGHUP, lambda *_: self.q.put(Reload()))
+        for signum in early_signals or []:
+            self.q.put(Stop(signal.Signals(signum).name))
         if self.cfg.metrics is not None:
             try:
                 self.metrics.serve(self.cfg.metrics.listen)
@@ -484,7 +486,7 @@ class Runner:
         status_file.remove(self.run_dir)
 
 
-def run(config_path: str, run_dir: Path) -> int:
+def run(config_path: str, run_dir: Path, early_signals: list[int] | None = None) -> int:
     """Entry point of ``kubevipd run``; returns the exit status."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     try:
@@ -496,10 +498,13 @@ def run(config_path: str, run_dir: Path) -> int:
     setup_logging(loaded.config.log_level)
     for w in loaded.warnings:
         log.warning("%s", w)
+    if early_signals:
+        log.info("stopped before start (%s)", signal.Signals(early_signals[0]).name)
+        return EXIT_OK
     runner: Runner | None = None
     try:
         runner = Runner(loaded.config, config_path, run_dir)
-        return runner.run()
+        return runner.run(early_signals)
     except RunError as e:
         log.error("%s", e)
         return EXIT_CONFIG

@@ -190,22 +190,27 @@ class Lab:
         node.config = path
         return path
 
-    def start(self, node: Node, **overrides: Any) -> None:
+    def start(self, node: Node, env: dict[str, str] | None = None, **overrides: Any) -> None:
         if node.config is None or overrides:
             self.write_config(node, **overrides)
         node.run_dir = self.workdir / f"{node.name}.run"
         node.log = self.workdir / f"{node.name}.log"
         log = node.log.open("ab")
         self._log_files.append(log)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("NOTIFY_SOCKET", None)
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        full_env.pop("NOTIFY_SOCKET", None)
+        full_env.update(env or {})
         node.proc = subprocess.Popen(
             ["ip", "netns", "exec", node.netns, sys.executable, "-m", "kubevipd", "run",
              "--config", str(node.config), "--run-dir", str(node.run_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=full_env,
         )  # fmt: skip
+
+    def ready(self, node: Node) -> bool:
+        """The daemon's main loop runs: it has written its status file."""
+        return node.run_dir is not None and (node.run_dir / "status.json").exists()
 
     def signal(self, node: Node, sig: signal.Signals) -> None:
         if node.running:
@@ -231,7 +236,7 @@ class Lab:
 
     # observation ------------------------------------------------------------
 
-    def holders(self) -> list[str]:
+    def holders(self, iprs: dict[str, IPRoute] | None = None) -> list[str]:
         """Nodes that answer for the VIP: their eth0 carries it and their cable is in.
 
         A node whose cable is pulled cannot answer for anything; it stands for a dead node,
@@ -241,7 +246,7 @@ class Lab:
         for n in self.nodes:
             if n.link_cut:
                 continue
-            ipr = self.ipr(n.netns)
+            ipr = iprs[n.netns] if iprs is not None else self.ipr(n.netns)
             if any(a.get_attr("IFA_ADDRESS") == self.vip for a in ipr.get_addr(family=2)):
                 out.append(n.name)
         return out
@@ -302,6 +307,8 @@ class HolderSampler:
         self.changes: list[tuple[float, tuple[str, ...]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="holder-sampler", daemon=True)
+        # Sockets of its own: one pyroute2 socket must not serve two threads' dumps at once.
+        self._iprs = {n.netns: run_in_netns(n.netns, IPRoute) for n in lab.nodes}
 
     def __enter__(self) -> HolderSampler:
         self._thread.start()
@@ -310,12 +317,14 @@ class HolderSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
+        for ipr in self._iprs.values():
+            ipr.close()
 
     def _run(self) -> None:
         last: tuple[str, ...] | None = None
         while not self._stop.is_set():
             t = time.monotonic()
-            holders = self.lab.holders()
+            holders = self.lab.holders(self._iprs)
             self.samples += 1
             self.max_holders = max(self.max_holders, len(holders))
             if len(holders) > 1:

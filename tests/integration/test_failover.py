@@ -1,0 +1,283 @@
+"""Three real daemons in network namespaces, one lab Lease API server, one client.
+
+Every test samples all nodes every 10 ms for the whole run and fails if two ever hold the VIP,
+and after every takeover checks that the client reaches the VIP at the new leader's MAC.
+Lab timings: lease 3s, renew deadline 2s, retry 500ms; health every 200ms, 2 failures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubevipd.lab.netns import run_in_netns
+from kubevipd.lab.topology import HolderSampler, Lab, Node, Pinger, netns_exists
+
+from .conftest import require_root
+
+pytestmark = pytest.mark.root
+
+
+@dataclass
+class Run:
+    lab: Lab
+    sampler: HolderSampler
+    pinger: Pinger
+    leader: Node
+
+    def wait_new_leader(self, old: str, timeout: float) -> Node:
+        ok = self.lab.wait_for(
+            lambda: (h := self.lab.holders()) != [] and h != [old] and len(h) == 1, timeout
+        )
+        assert ok, f"no new leader within {timeout}s: holders {self.lab.holders()}\n{self.logs()}"
+        return self.lab.node(self.lab.holders()[0])
+
+    def assert_client_reaches(self, node: Node) -> None:
+        """The client's neighbour entry points at ``node`` and pings get answers again."""
+        assert self.lab.wait_for(lambda: self.lab.client_neighbour_mac() == node.mac, 2.0), (
+            f"client maps the VIP to {self.lab.client_neighbour_mac()}, leader {node.name} "
+            f"is {node.mac}"
+        )
+        since = time.monotonic()
+        assert self.lab.wait_for(lambda: len(self.pinger.replies_after(since)) >= 5, 3.0)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n.name}\n{self.lab.log_text(n)[-2500:]}" for n in self.lab.nodes)
+
+
+@pytest.fixture
+def run() -> Iterator[Run]:
+    require_root()
+    lab = Lab.create(3)
+    names = [lab.bridge_ns, lab.client_ns, *(n.netns for n in lab.nodes)]
+    try:
+        with HolderSampler(lab) as sampler, Pinger(lab) as pinger:
+            for n in lab.nodes:
+                lab.start(n)
+            assert lab.wait_for(lambda: len(lab.holders()) == 1, 20), "no leader after 20s"
+            assert lab.wait_for(lambda: all(lab.ready(n) for n in lab.nodes), 20)
+            r = Run(lab, sampler, pinger, lab.node(lab.holders()[0]))
+            r.assert_client_reaches(r.leader)
+            yield r
+            time.sleep(0.05)
+        assert sampler.samples > 50
+        assert sampler.max_holders <= 1, f"two holders: {sampler.double[:5]}\n{r.logs()}"
+    finally:
+        lab.destroy()
+    assert not any(netns_exists(ns) for ns in names), "the lab left namespaces behind"
+
+
+def test_three_daemons_start_with_one_leader_and_report_status(run: Run) -> None:
+    leader = run.leader
+    assert run.lab.wait_for(lambda: len(run.pinger.replies) > 10, 2)
+    assert leader.run_dir is not None
+    out = subprocess.run(
+        [sys.executable, "-m", "kubevipd", "status", "--json", "--run-dir", str(leader.run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    state = json.loads(out.stdout)
+    assert out.returncode == 0 and state["running"]
+    assert state["role"] == "leader" and state["holder"] == leader.name
+    assert state["vip"] == [run.lab.vip] and state["vip_present"]
+    assert "healthy" in state["health"]
+    follower = next(n for n in run.lab.nodes if n is not leader)
+    text = subprocess.run(
+        [sys.executable, "-m", "kubevipd", "status", "--run-dir", str(follower.run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    assert "role:         follower" in text and f"holder:       {leader.name}" in text
+    log = run.lab.log_text(leader)
+    assert f"became leader of plndr-cp-lock, VIP {run.lab.vip} on eth0" in log
+
+
+def test_sigterm_hands_over_at_once(run: Run) -> None:
+    old = run.leader
+    t0 = time.monotonic()
+    run.lab.signal(old, signal.SIGTERM)
+    new = run.wait_new_leader(old.name, 5)
+    handover = time.monotonic() - t0
+    assert run.lab.wait_exit(old, 10) == 0
+    assert handover < 1.5, f"hand-over took {handover:.2f}s: the lease was not released"
+    run.assert_client_reaches(new)
+    assert run.pinger.outage_around(t0, 5) < 1.5
+
+
+def test_a_dead_leader_is_replaced_after_the_lease_expires(run: Run) -> None:
+    old = run.leader
+    t0 = time.monotonic()
+    run.lab.signal(old, signal.SIGKILL)
+    run.lab.cut_link(old)
+    new = run.wait_new_leader(old.name, 10)
+    took = time.monotonic() - t0
+    assert 2.0 < took < 8.0, took  # the lease (3s) had to expire first
+    run.assert_client_reaches(new)
+
+
+def test_a_leader_cut_off_from_the_apiserver_drops_the_vip_before_anyone_takes_it(
+    run: Run,
+) -> None:
+    old = run.leader
+    run.lab.api.faults.cut(old.ip)
+    t0 = time.monotonic()
+    assert run.lab.wait_for(lambda: old.name not in run.lab.holders(), 5)
+    dropped = time.monotonic() - t0
+    assert dropped < 3.5, dropped  # renew deadline 2s after its last renewal
+    new = run.wait_new_leader(old.name, 8)
+    run.assert_client_reaches(new)
+    assert "could not renew the lease within 2s" in run.lab.log_text(old)
+    run.lab.api.faults.heal()
+    time.sleep(1.5)
+    assert run.lab.holders() == [new.name]  # the healed node stays a follower
+
+
+def test_an_unhealthy_local_apiserver_hands_over_at_once(run: Run) -> None:
+    old = run.leader
+    run.lab.api.faults.not_ready.add(old.ip)
+    t0 = time.monotonic()
+    new = run.wait_new_leader(old.name, 5)
+    took = time.monotonic() - t0
+    assert took < 2.0, took  # 2 failed checks 200ms apart, then a release, not an expiry
+    run.assert_client_reaches(new)
+    assert "the local apiserver is unhealthy" in run.lab.log_text(old)
+    time.sleep(1.0)
+    assert run.lab.holders() == [new.name]
+
+
+def test_a_vip_deleted_by_hand_is_restored_quickly(run: Run) -> None:
+    leader = run.leader
+    ipr = run.lab.ipr(leader.netns)
+    idx = ipr.link_lookup(ifname="eth0")[0]
+    t0 = time.monotonic()
+    ipr.addr("del", index=idx, address=run.lab.vip, prefixlen=32)
+    assert run.lab.wait_for(lambda: run.lab.holders() == [leader.name], 2, interval=0.002)
+    restored = time.monotonic() - t0
+    assert restored < 0.25, f"restored after {restored * 1000:.0f} ms"
+    run.assert_client_reaches(leader)
+    assert "VIP disappeared from the interface while leader" in run.lab.log_text(leader)
+
+
+def test_apiserver_down_longer_than_the_lease_then_back(run: Run) -> None:
+    old = run.leader
+    run.lab.api.stop()
+    t0 = time.monotonic()
+    assert run.lab.wait_for(lambda: run.lab.holders() == [], 4), "the VIP stayed without a lease"
+    assert time.monotonic() - t0 < 3.5
+    time.sleep(3.5)  # longer than the lease: nobody may hold the VIP meanwhile
+    assert run.lab.holders() == []
+    run.lab.api.restart()
+    assert run.lab.wait_for(lambda: len(run.lab.holders()) == 1, 15), run.logs()
+    new = run.lab.node(run.lab.holders()[0])
+    run.assert_client_reaches(new)
+    assert all(n.running for n in run.lab.nodes), "a daemon exited while the apiserver was down"
+    assert old.running
+
+
+def test_sighup_moves_the_vip_and_keeps_an_invalid_config_out(run: Run) -> None:
+    leader = run.leader
+    assert leader.config is not None
+    good = leader.config.read_text()
+    leader.config.write_text("vip: {address: not-an-ip}\n")
+    run.lab.signal(leader, signal.SIGHUP)
+    assert run.lab.wait_for(lambda: "keeping the running one" in run.lab.log_text(leader), 5)
+    assert run.lab.holders() == [leader.name]
+    doc = yaml.safe_load(good)
+    moved = run.lab.vip.rsplit(".", 1)[0] + ".76"
+    doc["vip"]["address"] = moved
+    leader.config.write_text(yaml.safe_dump(doc))
+    run.lab.signal(leader, signal.SIGHUP)
+    ipr = run.lab.ipr(leader.netns)
+
+    def addrs() -> set[str]:
+        return {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=2)}
+
+    assert run.lab.wait_for(lambda: moved in addrs() and run.lab.vip not in addrs(), 5)
+    assert leader.running and f"VIP changed from VIP {run.lab.vip}" in run.lab.log_text(leader)
+
+
+def test_metrics(run: Run) -> None:
+    node = next(n for n in run.lab.nodes if n is not run.leader)
+    run.lab.signal(node, signal.SIGTERM)
+    assert run.lab.wait_exit(node, 10) == 0
+    run.lab.start(node, metrics={"listen": "127.0.0.1:2112"})
+
+    def scrape() -> str:
+        def get() -> str:
+            with urllib.request.urlopen("http://127.0.0.1:2112/metrics", timeout=2) as r:
+                return str(r.read().decode())
+
+        try:
+            return run_in_netns(node.netns, get)
+        except OSError:
+            return ""
+
+    assert run.lab.wait_for(lambda: "kubevipd_leader 0.0" in scrape(), 10, interval=0.1)
+    text = scrape()
+    assert "kubevipd_vip_present 0.0" in text
+    run.lab.signal(run.leader, signal.SIGKILL)
+    run.lab.cut_link(run.leader)
+    new = run.wait_new_leader(run.leader.name, 10)
+    if new is node:
+        assert run.lab.wait_for(lambda: "kubevipd_leader 1.0" in scrape(), 5, interval=0.1)
+        text = scrape()
+        assert "kubevipd_vip_present 1.0" in text
+        assert 'kubevipd_lease_write_seconds_count{op="acquire"}' in text
+    assert "kubevipd_transitions_total" in scrape()
+
+
+def test_systemd_notify_protocol(run: Run, tmp_path: Path) -> None:
+    """A daemon run as systemd would (NOTIFY_SOCKET, WATCHDOG_USEC) speaks sd_notify."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.2)
+    messages: list[tuple[float, str]] = []
+
+    def drain(until: float) -> None:
+        while time.monotonic() < until:
+            with contextlib.suppress(TimeoutError):
+                messages.append((time.monotonic(), sock.recv(4096).decode()))
+
+    def seen(prefix: str) -> bool:
+        drain(time.monotonic() + 0.2)
+        return any(m.startswith(prefix) for _, m in messages)
+
+    node = next(n for n in run.lab.nodes if n is not run.leader)
+    run.lab.signal(node, signal.SIGTERM)
+    assert run.lab.wait_exit(node, 10) == 0
+    run.lab.start(node, env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"})
+    assert run.lab.wait_for(lambda: seen("READY=1"), 15, interval=0)
+    assert any("STATUS=" in m for _, m in messages)
+    drain(time.monotonic() + 1.5)
+    pings = [t for t, m in messages if m == "WATCHDOG=1"]
+    assert len(pings) >= 2 and max(b - a for a, b in itertools.pairwise(pings)) < 0.8
+    messages.clear()
+    run.lab.signal(node, signal.SIGHUP)
+    assert run.lab.wait_for(lambda: seen("READY=1"), 5, interval=0)
+    assert messages[0][1].startswith("RELOADING=1")
+    # Leave our node the only candidate, then stop the leader: STATUS tells the takeover.
+    third = next(n for n in run.lab.nodes if n is not run.leader and n is not node)
+    run.lab.signal(third, signal.SIGTERM)
+    assert run.lab.wait_exit(third, 10) == 0
+    run.lab.signal(run.leader, signal.SIGTERM)
+    assert run.lab.wait_for(lambda: seen("STATUS=leader of plndr-cp-lock"), 5, interval=0)
+    run.lab.signal(node, signal.SIGTERM)
+    assert run.lab.wait_for(lambda: seen("STOPPING=1"), 5, interval=0)
+    assert run.lab.wait_exit(node, 10) == 0
+    sock.close()

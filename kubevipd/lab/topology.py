@@ -65,6 +65,7 @@ class Lab:
 
     uid: str
     subnet: str  # "10.A.B"
+    prefix6: str  # "fd00:A:B::" (a /64 on the same bridge, for dual-stack tests)
     workdir: Path
     bridge_ns: str
     client_ns: str
@@ -81,6 +82,7 @@ class Lab:
         uid = secrets.token_hex(3)
         rnd = secrets.randbelow(250 * 250)
         subnet = f"10.{rnd // 250 + 1}.{rnd % 250 + 1}"
+        prefix6 = f"fd00:{rnd // 250 + 1:x}:{rnd % 250 + 1:x}::"
         wd = workdir or Path(tempfile.mkdtemp(prefix=f"kubevipd-lab-{uid}-"))
         names = [f"n{i + 1}" for i in range(n)]
         pki = make_pki(wd / "pki", [f"{subnet}.1"])
@@ -88,6 +90,7 @@ class Lab:
         lab = cls(
             uid=uid,
             subnet=subnet,
+            prefix6=prefix6,
             workdir=wd,
             bridge_ns=f"kvl-{uid}-br",
             client_ns=f"kvl-{uid}-c",
@@ -122,15 +125,16 @@ class Lab:
         _ip("-n", br, "link", "add", "name", "br0", "type", "bridge")
         _ip("-n", br, "addr", "add", f"{self.subnet}.1/24", "dev", "br0")
         _ip("-n", br, "link", "set", "br0", "up")
-        ports = [(n.netns, n.bridge_port, n.ip) for n in self.nodes]
-        ports.append((self.client_ns, f"kv{self.uid}c", self.client_ip))
-        for ns, port, ip in ports:
+        ports = [(n.netns, n.bridge_port, n.ip, f"{11 + i}") for i, n in enumerate(self.nodes)]
+        ports.append((self.client_ns, f"kv{self.uid}c", self.client_ip, "100"))
+        for ns, port, ip, host6 in ports:
             _ip("netns", "add", ns)
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", br, "link", "add", "name", port, "type", "veth", "peer", "name", "eth0",
                 "netns", ns)  # fmt: skip
             _ip("-n", br, "link", "set", port, "master", "br0", "up")
             _ip("-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+            _ip("-n", ns, "addr", "add", f"{self.prefix6}{host6}/64", "dev", "eth0", "nodad")
             _ip("-n", ns, "link", "set", "eth0", "up")
         for node in self.nodes:
             node.mac = self.mac_of(node.netns)
@@ -255,6 +259,18 @@ class Lab:
         ipr = self.ipr(self.client_ns)
         for nb in ipr.get_neighbours(family=2):
             if nb.get_attr("NDA_DST") == self.vip:
+                mac = nb.get_attr("NDA_LLADDR")
+                return str(mac) if mac else None
+        return None
+
+    @property
+    def vip6(self) -> str:
+        return f"{self.prefix6}75"
+
+    def client_neighbour_mac6(self) -> str | None:
+        ipr = self.ipr(self.client_ns)
+        for nb in ipr.get_neighbours(family=10):
+            if nb.get_attr("NDA_DST") == self.vip6:
                 mac = nb.get_attr("NDA_LLADDR")
                 return str(mac) if mac else None
         return None

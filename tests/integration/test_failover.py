@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -281,3 +282,82 @@ def test_systemd_notify_protocol(run: Run, tmp_path: Path) -> None:
     assert run.lab.wait_for(lambda: seen("STOPPING=1"), 5, interval=0)
     assert run.lab.wait_exit(node, 10) == 0
     sock.close()
+
+
+def test_a_crashed_daemon_restarted_at_once_keeps_leading(run: Run) -> None:
+    """SIGKILL and an immediate restart (systemd's Restart=on-failure): the node still holds a
+    live lease, so it keeps the VIP and carries on; nobody else takes it meanwhile."""
+    old = run.leader
+    run.lab.signal(old, signal.SIGKILL)
+    run.lab.wait_exit(old, 5)
+    run.lab.start(old)
+    assert run.lab.wait_for(
+        lambda: "still holds the lease from an earlier run" in run.lab.log_text(old), 10
+    ), run.logs()
+    time.sleep(4)  # longer than the lease: renewals must have resumed
+    assert run.lab.holders() == [old.name]
+
+
+def test_a_restarted_node_removes_a_vip_it_no_longer_owns(run: Run) -> None:
+    old = run.leader
+    run.lab.signal(old, signal.SIGKILL)
+    run.lab.wait_exit(old, 5)
+    run.lab.cut_link(old)
+    new = run.wait_new_leader(old.name, 10)
+    run.assert_client_reaches(new)
+    ipr = run.lab.ipr(old.netns)
+
+    def old_has_vip() -> bool:
+        return any(a.get_attr("IFA_ADDRESS") == run.lab.vip for a in ipr.get_addr(family=2))
+
+    assert old_has_vip()  # the dead run left it behind
+    run.lab.start(old)  # still without a link: it cannot read the lease, so the VIP must go
+    assert run.lab.wait_for(lambda: not old_has_vip(), 10), run.logs()
+    run.lab.restore_link(old)
+    time.sleep(1.5)
+    assert run.lab.holders() == [new.name]
+    assert "removing a VIP left behind by an earlier run" in run.lab.log_text(old)
+
+
+def test_a_daemon_waits_for_its_kubeconfig(run: Run) -> None:
+    node = next(n for n in run.lab.nodes if n is not run.leader)
+    run.lab.signal(node, signal.SIGTERM)
+    assert run.lab.wait_exit(node, 10) == 0
+    missing = run.lab.workdir / "later" / "admin.conf"
+    run.lab.start(node, election={"kubeconfig": str(missing)})
+    assert run.lab.wait_for(lambda: "waiting for kubeconfig" in run.lab.log_text(node), 10)
+    missing.parent.mkdir()
+    shutil.copy(run.lab.workdir / f"{node.name}.kubeconfig", missing)
+    assert run.lab.wait_for(lambda: "follower of plndr-cp-lock" in run.lab.log_text(node), 10)
+    assert node.running
+
+
+def test_dual_stack_vip_and_unsolicited_neighbour_advertisements(run: Run) -> None:
+    lab = run.lab
+    for n in lab.nodes:
+        lab.signal(n, signal.SIGTERM)
+    for n in lab.nodes:
+        assert lab.wait_exit(n, 10) == 0
+    for n in lab.nodes:
+        lab.start(n, vip={"address": [lab.vip, lab.vip6]})
+    assert lab.wait_for(lambda: len(lab.holders()) == 1, 20)
+    first = lab.node(lab.holders()[0])
+
+    def ping6() -> bool:
+        r = subprocess.run(
+            ["ip", "netns", "exec", lab.client_ns, "ping", "-6", "-c", "1", "-W", "1", lab.vip6],
+            capture_output=True,
+            timeout=10,
+        )
+        return r.returncode == 0
+
+    assert lab.wait_for(ping6, 10, interval=0.2)
+    assert lab.client_neighbour_mac6() == first.mac
+    lab.signal(first, signal.SIGTERM)
+    new = run.wait_new_leader(first.name, 5)
+    # The unsolicited NA (override flag) rewrites the client's entry without any probe.
+    assert lab.wait_for(lambda: lab.client_neighbour_mac6() == new.mac, 2), (
+        f"client maps {lab.vip6} to {lab.client_neighbour_mac6()}, leader has {new.mac}"
+    )
+    assert ping6()
+    run.assert_client_reaches(new)

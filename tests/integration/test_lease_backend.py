@@ -203,3 +203,15 @@ def test_watch_follows_changes_and_recovers_from_a_restart_with_compaction(
         stop.set()
         watcher.close()
         t.join(5)
+
+
+def test_the_server_setting_overrides_the_kubeconfigs_address(
+    api: LabApiServer, pki: object, tmp_path: Path
+) -> None:
+    from kubevipd.lab.pki import Pki, write_kubeconfig
+
+    assert isinstance(pki, Pki)
+    kc = write_kubeconfig(tmp_path / "kc", "https://127.0.0.1:1", pki, "lab-admin-token")
+    assert election(kc).read(1.0).error_kind == "network"
+    e = LeaseElection(ElectionSpec(kubeconfig=kc, server=api.url), "n1")
+    assert e.read(2.0).ok and api.url in e.describe()

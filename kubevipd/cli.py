@@ -201,10 +201,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     early: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: early.append(signum))
+    path = args.config or _default_config()
+    loaded = _load(path)
+    if loaded is None:
+        return EXIT_CONFIG
     from kubevipd.runner import run
     from kubevipd.status import run_dir
 
-    return run(args.config or _default_config(), run_dir(args.run_dir), early)
+    return run(path, loaded.config, run_dir(args.run_dir), early)
 
 
 EXIT_NOT_RUNNING = 3

@@ -465,22 +465,21 @@ class Machine:
     def _start_announcing(self) -> None:
         self.announce_due = [self.now + d for d in ANNOUNCE_BURST]
 
-    def _lose(self, out: list[Action], why: str) -> None:
-        """Leadership is gone (or cannot be proven): the VIP goes at once, nothing is written."""
+    def _drop_vip(self, out: list[Action]) -> None:
         if self.holds_vip:
             out.append(RemoveVip())
             self.holds_vip = False
         self.announce_due = []
         self.degraded = False
+
+    def _lose(self, out: list[Action], why: str) -> None:
+        """Leadership is gone (or cannot be proven): the VIP goes at once, nothing is written."""
+        self._drop_vip(out)
         self._become(Role.STOPPED if self.stopping else Role.FOLLOWER, f"lost leadership: {why}")
 
     def _step_down(self, out: list[Action], why: str) -> None:
         """Hand over on purpose: the VIP first, then the lease, so a follower takes it at once."""
-        if self.holds_vip:
-            out.append(RemoveVip())
-            self.holds_vip = False
-        self.announce_due = []
-        self.degraded = False
+        self._drop_vip(out)
         self.step_down_reason = f"stepped down: {why}"
         if self.in_flight is None:
             assert self.observed is not None

@@ -486,24 +486,17 @@ class Runner:
         status_file.remove(self.run_dir)
 
 
-def run(config_path: str, run_dir: Path, early_signals: list[int] | None = None) -> int:
-    """Entry point of ``kubevipd run``; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    try:
-        loaded = load(config_path)
-    except ConfigError as e:
-        for d in e.diagnostics:
-            print(d, file=sys.stderr)
-        return EXIT_CONFIG
-    setup_logging(loaded.config.log_level)
-    for w in loaded.warnings:
-        log.warning("%s", w)
+def run(
+    config_path: str, cfg: Config, run_dir: Path, early_signals: list[int] | None = None
+) -> int:
+    """Entry point of ``kubevipd run`` for a config already loaded; returns the exit status."""
+    setup_logging(cfg.log_level)
     if early_signals:
         log.info("stopped before start (%s)", signal.Signals(early_signals[0]).name)
         return EXIT_OK
     runner: Runner | None = None
     try:
-        runner = Runner(loaded.config, config_path, run_dir)
+        runner = Runner(cfg, config_path, run_dir)
         return runner.run(early_signals)
     except RunError as e:
         log.error("%s", e)

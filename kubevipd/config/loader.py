@@ -599,6 +599,7 @@ class _Checker:
             enabled=h.get("enabled", base.enabled),
             url=h.get("url", base.url),
             ca_file=Path(h["ca_file"]) if "ca_file" in h else None,
+            tls_server_name=h.get("tls_server_name"),
             period=period,
             timeout=timeout,
             failure_threshold=h.get("failure_threshold", base.failure_threshold),

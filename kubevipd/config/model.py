@@ -176,6 +176,8 @@ class HealthSpec:
     url: str = "https://127.0.0.1:6443/readyz"
     # None: the CA of the election kubeconfig.
     ca_file: Path | None = None
+    # None: "kubernetes" for a loopback URL (see kubevipd.health.tls_name), else the URL's host.
+    tls_server_name: str | None = None
     period: Duration = ONE_SECOND
     timeout: Duration = ONE_SECOND
     failure_threshold: int = 3

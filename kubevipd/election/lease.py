@@ -123,6 +123,11 @@ class _Client:
             raise ElectionSetupError(f"cannot use kubeconfig {path}: {e}") from None
         if server:
             cfg.host = server.rstrip("/")
+        from kubevipd.health import tls_name
+
+        name = tls_name(cfg.host)
+        if name is not None:
+            cfg.assert_hostname = name  # kubeadm's certificate names "kubernetes", not 127.0.0.1
         cfg.retries = False  # every call is bounded by our own timeout, not urllib3's retries
         self.path = path
         self.host: str = cfg.host

@@ -30,8 +30,14 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def make_pki(directory: Path, server_ips: list[str], dns_names: tuple[str, ...] = ()) -> Pki:
-    """A CA and a server certificate valid for ``server_ips`` (and localhost), written as PEM."""
+def make_pki(
+    directory: Path,
+    server_ips: list[str],
+    dns_names: tuple[str, ...] = (),
+    loopback: bool = True,
+) -> Pki:
+    """A CA and a server certificate for ``server_ips`` (and 127.0.0.1 unless ``loopback`` is
+    False, as in kubeadm's certificates), written as PEM."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -63,7 +69,8 @@ def make_pki(directory: Path, server_ips: list[str], dns_names: tuple[str, ...] 
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.DNSName("kubernetes")]
     sans += [x509.DNSName(n) for n in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in {*server_ips, "127.0.0.1"}]
+    ips = {*server_ips, "127.0.0.1"} if loopback else set(server_ips)
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in sorted(ips)]
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name("kube-apiserver"))

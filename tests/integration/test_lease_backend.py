@@ -215,3 +215,28 @@ def test_the_server_setting_overrides_the_kubeconfigs_address(
     assert election(kc).read(1.0).error_kind == "network"
     e = LeaseElection(ElectionSpec(kubeconfig=kc, server=api.url), "n1")
     assert e.read(2.0).ok and api.url in e.describe()
+
+
+def test_loopback_urls_verify_kubeadms_certificate_name(tmp_path: Path) -> None:
+    """kubeadm's apiserver certificate names "kubernetes" but not 127.0.0.1: the health check
+    and a loopback server must verify that name, not the address."""
+    from kubevipd.health import check_once, ssl_context, tls_name
+    from kubevipd.lab.apiserver import standard_tokens
+    from kubevipd.lab.pki import make_pki, write_kubeconfig
+
+    pki = make_pki(tmp_path / "pki", [], loopback=False)
+    server = LabApiServer(pki, standard_tokens())
+    server.start("127.0.0.1", 0)
+    try:
+        url = f"{server.url}/readyz"
+        ctx = ssl_context(str(pki.ca_cert))
+        ok, why = check_once(url, 2.0, ctx)
+        assert not ok and "certificate" in why.lower()  # what a plain client gets
+        assert tls_name(url) == "kubernetes"
+        assert check_once(url, 2.0, ctx, tls_name(url)) == (True, f"{url}: HTTP 200")
+        assert tls_name("https://10.0.0.1:6443/readyz") is None
+        assert tls_name("https://127.0.0.1:6443/readyz", "cp.example") == "cp.example"
+        kc = write_kubeconfig(tmp_path / "kc", server.url, pki, "lab-admin-token")
+        assert election(kc).read(2.0).ok
+    finally:
+        server.stop()

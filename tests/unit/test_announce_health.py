@@ -53,7 +53,7 @@ def _run_checker(results: list[bool], spec: HealthSpec) -> list[tuple[bool, str]
     done = threading.Event()
     it = iter(results)
 
-    def check(url: str, timeout: float, ctx: object) -> tuple[bool, str]:
+    def check(url: str, timeout: float, ctx: object, name: object) -> tuple[bool, str]:
         try:
             return next(it), "x"
         except StopIteration:

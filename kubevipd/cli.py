@@ -67,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_dir(p)
 
     p = sub.add_parser(
+        "cleanup",
+        help="remove this node's VIP and release its lease (systemd's ExecStopPost)",
+        description="Remove the VIP from this node and, if this node still holds the Lease, "
+        "release it so a follower takes over at once. systemd runs it after the daemon exits "
+        "(ExecStopPost), so a daemon that died holding the VIP never leaves two holders. Safe "
+        "to run at any time the daemon is not running; exit status 0 unless the config is bad.",
+    )
+    _add_config(p)
+    _add_run_dir(p)
+
+    p = sub.add_parser(
         "status",
         help="show the daemon's role, holder and VIP",
         description="Show what the running daemon reports: role, holder, VIP, interface, time in "
@@ -154,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "run": cmd_run,
         "status": cmd_status,
+        "cleanup": cmd_cleanup,
         "demo": cmd_demo,
         "check-config": cmd_check_config,
         "render-manifest": cmd_render_manifest,
@@ -212,6 +224,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 EXIT_NOT_RUNNING = 3
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    path = args.config or _default_config()
+    loaded = _load(path)
+    if loaded is None:
+        return EXIT_CONFIG
+    from kubevipd.runner import cleanup
+    from kubevipd.status import run_dir
+
+    return cleanup(loaded.config, run_dir(args.run_dir))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

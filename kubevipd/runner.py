@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from kubevipd import status as status_file
 from kubevipd.announce.arp import ArpAnnouncer
 from kubevipd.config import ConfigError, load
-from kubevipd.config.model import Config
+from kubevipd.config.model import Config, ElectionSpec
 from kubevipd.daemon import (
     Action,
     AddVip,
@@ -132,6 +132,23 @@ def resolve_interface(cfg: Config) -> str:
     return found
 
 
+KUBECONFIG_CREDENTIAL = "kubeconfig"
+
+
+def election_spec(cfg: Config) -> ElectionSpec:
+    """The election settings, with the kubeconfig from systemd's credential when one is given.
+
+    ``LoadCredential=kubeconfig:/etc/kubernetes/admin.conf`` lets the daemon run as a non-root
+    user that could not read the root-only file itself (see docs/systemd.md).
+    """
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory:
+        cred = Path(directory) / KUBECONFIG_CREDENTIAL
+        if cred.is_file():
+            return replace(cfg.election, kubeconfig=cred)
+    return cfg.election
+
+
 def timings(cfg: Config) -> Timings:
     e = cfg.election
     return Timings(
@@ -219,7 +236,7 @@ class Runner:
 
     def _connect_election(self) -> None:
         """Create the Lease client once the kubeconfig exists (kubeadm init writes it)."""
-        spec = self.cfg.election
+        spec = election_spec(self.cfg)
         if not spec.kubeconfig.exists():
             if not self._waiting_for_kubeconfig:
                 log.warning(
@@ -484,6 +501,54 @@ class Runner:
         self.writer.shutdown(wait=False, cancel_futures=True)
         self._detach_link()
         status_file.remove(self.run_dir)
+
+
+def cleanup(cfg: Config, run_dir: Path) -> int:
+    """``kubevipd cleanup``: the VIP off this node; the lease released if this node holds it.
+
+    Run by systemd after the daemon exited for any reason (ExecStopPost). After a clean stop
+    there is nothing left to do; after a crash this turns a lease expiry into a hand-over.
+    """
+    setup_logging(cfg.log_level)
+    try:
+        vips = resolve_vips(cfg)
+        ifname = resolve_interface(cfg)
+        link = VipLink(ifname, vips)
+    except (RunError, InterfaceError) as e:
+        log.warning("cleanup: %s; nothing to remove", e)
+        return EXIT_OK
+    try:
+        if link.present():
+            link.remove()
+            log.warning("cleanup: removed %s left behind on %s", ", ".join(map(str, vips)), ifname)
+    except InterfaceError as e:
+        log.error("cleanup: %s", e)
+    finally:
+        link.close()
+    status_file.remove(run_dir)
+    identity = resolve_identity(cfg)
+    spec = election_spec(cfg)
+    if not spec.kubeconfig.exists():
+        return EXIT_OK
+    try:
+        election = LeaseElection(spec, identity)
+    except ElectionSetupError as e:
+        log.warning("cleanup: %s; the lease is left to expire", e)
+        return EXIT_OK
+    try:
+        got = election.read(2.0)
+        r = got.record
+        if got.ok and r is not None and r.holder == identity:
+            from kubevipd.election.base import release_record
+
+            out = election.write("release", release_record(r, time.time()), 2.0)
+            if out.ok:
+                log.warning("cleanup: released %s held by the stopped daemon", election.describe())
+            else:
+                log.warning("cleanup: could not release the lease (%s); it will expire", out.error)
+    finally:
+        election.close()
+    return EXIT_OK
 
 
 def run(

@@ -446,3 +446,34 @@ def test_a_kubeconfig_without_rights_is_one_clear_line_and_a_retry(run: Run) -> 
     lines = [line for line in log.splitlines() if "forbidden" in line]
     assert len(lines) == 1, lines
     assert 'cannot list resource "leases"' in lines[0] and "retrying" in lines[0]
+
+
+def test_cleanup_after_a_crash_removes_the_vip_and_hands_over(run: Run) -> None:
+    """What systemd's ExecStopPost does after SIGKILL: no stale VIP, and a follower takes the
+    released lease at once instead of waiting for it to expire."""
+    old = run.leader
+    run.lab.signal(old, signal.SIGKILL)
+    assert run.lab.wait_exit(old, 5) == -signal.SIGKILL
+    assert run.lab.holders() == [old.name]  # the dead daemon left its VIP
+    t0 = time.monotonic()
+    out = subprocess.run(
+        ["ip", "netns", "exec", old.netns, sys.executable, "-m", "kubevipd", "cleanup",
+         "--config", str(old.config), "--run-dir", str(old.run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "removed" in out.stderr and "released Lease kube-system/plndr-cp-lock" in out.stderr
+    new = run.wait_new_leader(old.name, 5)
+    assert time.monotonic() - t0 < 2.5  # well before the 3s lease would have expired
+    run.assert_client_reaches(new)
+    again = subprocess.run(
+        ["ip", "netns", "exec", old.netns, sys.executable, "-m", "kubevipd", "cleanup",
+         "--config", str(old.config), "--run-dir", str(old.run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert again.returncode == 0 and "removed" not in again.stderr  # idempotent
+    assert run.lab.holders() == [new.name]

@@ -1,0 +1,66 @@
+"""How the runner turns the config into what the daemon uses (no I/O beyond the environment)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from kubevipd.config import load_text
+from kubevipd.runner import RunError, election_spec, resolve_identity, resolve_vips, timings
+from kubevipd.vip.netlink import Vip
+
+
+def cfg(text: str):  # type: ignore[no-untyped-def]
+    return load_text(text).config
+
+
+def test_the_kubeconfig_credential_wins_over_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = cfg("vip: {address: 192.0.2.75}\n")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    assert election_spec(c).kubeconfig == Path("/etc/kubernetes/admin.conf")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert election_spec(c).kubeconfig == Path("/etc/kubernetes/admin.conf")  # none given
+    (tmp_path / "kubeconfig").write_text("x")
+    assert election_spec(c).kubeconfig == tmp_path / "kubeconfig"
+    assert election_spec(c).lease_name == "plndr-cp-lock"
+
+
+def test_vips_take_the_family_default_prefix_or_the_configured_one() -> None:
+    c = cfg('vip: {address: [192.0.2.75, "fd00::75"]}\n')
+    assert resolve_vips(c) == [
+        Vip(ipaddress.ip_address("192.0.2.75"), 32),
+        Vip(ipaddress.ip_address("fd00::75"), 128),
+    ]
+    c = cfg("vip: {address: 192.0.2.75, prefix_length: 24}\n")
+    assert resolve_vips(c)[0].prefixlen == 24
+
+
+def test_a_vip_from_dns_is_refused_for_now() -> None:
+    with pytest.raises(RunError, match="not supported by this version"):
+        resolve_vips(cfg("vip: {dns: {name: cp.example.com}}\n"))
+
+
+def test_identity_defaults_to_the_short_lower_case_host_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "CP1.Example.COM")
+    assert resolve_identity(cfg("vip: {address: 192.0.2.75}\n")) == "cp1"
+    assert resolve_identity(cfg("node_name: cp7\nvip: {address: 192.0.2.75}\n")) == "cp7"
+
+
+def test_timings_come_from_election_health_and_announce() -> None:
+    t = timings(
+        cfg(
+            "vip: {address: 192.0.2.75}\n"
+            "election: {lease_duration: 2s, renew_deadline: 1500ms, retry_period: 500ms}\n"
+            "health: {enabled: false, link_down_grace: 250ms}\n"
+            "announce: {mode: arp, arp: {refresh: 10s}}\n"
+        )
+    )
+    assert (t.lease_duration, t.renew_deadline, t.retry_period) == (2.0, 1.5, 0.5)
+    assert t.link_down_grace == 0.25 and t.announce_refresh == 10.0 and not t.health_gate
+    assert t.api_timeout == 0.5

@@ -21,7 +21,9 @@ APT_PACKAGES=(
   python3-ruamel.yaml python3-jsonschema python3-pyroute2 python3-scapy python3-kubernetes
   python3-sdnotify python3-prometheus-client python3-dnspython
   python3-urllib3 python3-yaml python3-cryptography
-  iproute2 iputils-ping
+  iproute2 iputils-ping systemd
+  # building and checking the Debian package (packaging/deb/build.sh)
+  debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -63,6 +65,8 @@ setup() {
 run_tests() {
   export KUBEVIPD_K8S_VALIDATE=$TOOLS/bin/kubernetes-validate
   export KUBEVIPD_KUBECTL=$KUBECTL_DIR/usr/bin/kubectl
+  # Build the .deb, install it with apt, run it, purge it (tests/integration/test_package.py).
+  export KUBEVIPD_PACKAGE_TEST=1
   local rc=0
   log "ruff check";         "$VENV/bin/ruff" check . || rc=1
   log "ruff format --check"; "$VENV/bin/ruff" format --check . || rc=1

@@ -74,6 +74,8 @@ class Lab:
     vip: str
     client_ip: str
     client_mac: str = ""
+    # How to run a daemon: this checkout's by default; the installed package's in its test.
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "kubevipd"])
     _ipr: dict[str, IPRoute] = field(default_factory=dict)
     _log_files: list[Any] = field(default_factory=list)
 
@@ -205,7 +207,7 @@ class Lab:
         full_env.pop("NOTIFY_SOCKET", None)
         full_env.update(env or {})
         node.proc = subprocess.Popen(
-            ["ip", "netns", "exec", node.netns, sys.executable, "-m", "kubevipd", "run",
+            ["ip", "netns", "exec", node.netns, *self.command, "run",
              "--config", str(node.config), "--run-dir", str(node.run_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -231,9 +231,12 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     loaded = _load(path)
     if loaded is None:
         return EXIT_CONFIG
-    from kubevipd.runner import cleanup
+    import logging
+
+    from kubevipd.cleanup import cleanup
     from kubevipd.status import run_dir
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     return cleanup(loaded.config, run_dir(args.run_dir))
 
 

@@ -11,7 +11,6 @@ import logging
 import os
 import queue
 import signal
-import socket
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ from typing import Any, ClassVar
 from kubevipd import status as status_file
 from kubevipd.announce.arp import ArpAnnouncer
 from kubevipd.config import ConfigError, load
-from kubevipd.config.model import Config, ElectionSpec
+from kubevipd.config.model import Config
 from kubevipd.daemon import (
     Action,
     AddVip,
@@ -46,17 +45,20 @@ from kubevipd.election.lease import ElectionSetupError, LeaseElection
 from kubevipd.health import HealthChecker
 from kubevipd.metrics import Metrics, MetricsError
 from kubevipd.notify import Notifier
-from kubevipd.vip.netlink import InterfaceError, Monitor, Vip, VipLink, default_route_interface
+from kubevipd.resolve import (
+    RunError,
+    election_spec,
+    resolve_identity,
+    resolve_interface,
+    resolve_vips,
+)
+from kubevipd.vip.netlink import InterfaceError, Monitor, Vip, VipLink
 
 log = logging.getLogger("kubevipd")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
-
-
-class RunError(Exception):
-    """Bad input found at run time: one clear line, exit status 2."""
 
 
 @dataclass(frozen=True)
@@ -101,52 +103,6 @@ def setup_logging(level: str) -> None:
 
 
 # ------------------------------------------------------------------ resolution
-
-
-def resolve_vips(cfg: Config) -> list[Vip]:
-    if cfg.vip.dns is not None or cfg.vip.dhcp is not None:
-        raise RunError(
-            "vip.dns and vip.dhcp are not supported by this version of the daemon yet; "
-            "set vip.address"
-        )
-    out = []
-    for i, addr in enumerate(cfg.vip.addresses):
-        if cfg.vip.prefix_lengths is not None:
-            plen = cfg.vip.prefix_lengths[i]
-        else:
-            plen = 32 if addr.version == 4 else 128
-        out.append(Vip(addr, plen))
-    return out
-
-
-def resolve_identity(cfg: Config) -> str:
-    return cfg.node_name or socket.gethostname().split(".")[0].lower()
-
-
-def resolve_interface(cfg: Config) -> str:
-    if cfg.interface:
-        return cfg.interface
-    found = default_route_interface()
-    if found is None:
-        raise RunError("interface is not set and there is no default route to pick one from")
-    return found
-
-
-KUBECONFIG_CREDENTIAL = "kubeconfig"
-
-
-def election_spec(cfg: Config) -> ElectionSpec:
-    """The election settings, with the kubeconfig from systemd's credential when one is given.
-
-    ``LoadCredential=kubeconfig:/etc/kubernetes/admin.conf`` lets the daemon run as a non-root
-    user that could not read the root-only file itself (see docs/systemd.md).
-    """
-    directory = os.environ.get("CREDENTIALS_DIRECTORY")
-    if directory:
-        cred = Path(directory) / KUBECONFIG_CREDENTIAL
-        if cred.is_file():
-            return replace(cfg.election, kubeconfig=cred)
-    return cfg.election
 
 
 def timings(cfg: Config) -> Timings:
@@ -501,54 +457,6 @@ class Runner:
         self.writer.shutdown(wait=False, cancel_futures=True)
         self._detach_link()
         status_file.remove(self.run_dir)
-
-
-def cleanup(cfg: Config, run_dir: Path) -> int:
-    """``kubevipd cleanup``: the VIP off this node; the lease released if this node holds it.
-
-    Run by systemd after the daemon exited for any reason (ExecStopPost). After a clean stop
-    there is nothing left to do; after a crash this turns a lease expiry into a hand-over.
-    """
-    setup_logging(cfg.log_level)
-    try:
-        vips = resolve_vips(cfg)
-        ifname = resolve_interface(cfg)
-        link = VipLink(ifname, vips)
-    except (RunError, InterfaceError) as e:
-        log.warning("cleanup: %s; nothing to remove", e)
-        return EXIT_OK
-    try:
-        if link.present():
-            link.remove()
-            log.warning("cleanup: removed %s left behind on %s", ", ".join(map(str, vips)), ifname)
-    except InterfaceError as e:
-        log.error("cleanup: %s", e)
-    finally:
-        link.close()
-    status_file.remove(run_dir)
-    identity = resolve_identity(cfg)
-    spec = election_spec(cfg)
-    if not spec.kubeconfig.exists():
-        return EXIT_OK
-    try:
-        election = LeaseElection(spec, identity)
-    except ElectionSetupError as e:
-        log.warning("cleanup: %s; the lease is left to expire", e)
-        return EXIT_OK
-    try:
-        got = election.read(2.0)
-        r = got.record
-        if got.ok and r is not None and r.holder == identity:
-            from kubevipd.election.base import release_record
-
-            out = election.write("release", release_record(r, time.time()), 2.0)
-            if out.ok:
-                log.warning("cleanup: released %s held by the stopped daemon", election.describe())
-            else:
-                log.warning("cleanup: could not release the lease (%s); it will expire", out.error)
-    finally:
-        election.close()
-    return EXIT_OK
 
 
 def run(

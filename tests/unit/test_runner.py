@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from kubevipd.config import load_text
-from kubevipd.runner import RunError, election_spec, resolve_identity, resolve_vips, timings
+from kubevipd.resolve import RunError, election_spec, resolve_identity, resolve_vips
+from kubevipd.runner import timings
 from kubevipd.vip.netlink import Vip
 
 

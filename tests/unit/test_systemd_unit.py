@@ -28,7 +28,9 @@ def service() -> configparser.SectionProxy:
 def test_the_unit_is_a_notify_service_with_a_watchdog_and_a_crash_cleanup() -> None:
     s = service()
     assert s["Type"] == "notify" and s["NotifyAccess"] == "main"
-    assert s["WatchdogSec"] and s["Restart"] == "on-failure"
+    assert s["Restart"] == "on-failure"
+    # A frozen leader is killed and its VIP removed before the default 5s lease expires.
+    assert s["WatchdogSec"] == "2s" and s["TimeoutAbortSec"] == "1s"
     assert s["ExecStart"] == "/usr/bin/kubevipd run --config /etc/kubevip.yaml"
     assert s["ExecStopPost"] == "/usr/bin/kubevipd cleanup --config /etc/kubevip.yaml"
     assert s["ExecReload"] == "/bin/kill -HUP $MAINPID"

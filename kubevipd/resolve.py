@@ -1,0 +1,65 @@
+"""From the config to what runs on this host: identity, interface, VIP addresses, kubeconfig.
+
+Kept free of heavy imports, so ``kubevipd cleanup`` (run by systemd right after a crash) can
+remove the VIP without first loading the Kubernetes client or scapy.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+from kubevipd.config.model import Config, ElectionSpec
+from kubevipd.vip.netlink import Vip, default_route_interface
+
+
+class RunError(Exception):
+    """Bad input found at run time: one clear line, exit status 2."""
+
+
+def resolve_vips(cfg: Config) -> list[Vip]:
+    if cfg.vip.dns is not None or cfg.vip.dhcp is not None:
+        raise RunError(
+            "vip.dns and vip.dhcp are not supported by this version of the daemon yet; "
+            "set vip.address"
+        )
+    out = []
+    for i, addr in enumerate(cfg.vip.addresses):
+        if cfg.vip.prefix_lengths is not None:
+            plen = cfg.vip.prefix_lengths[i]
+        else:
+            plen = 32 if addr.version == 4 else 128
+        out.append(Vip(addr, plen))
+    return out
+
+
+def resolve_identity(cfg: Config) -> str:
+    return cfg.node_name or socket.gethostname().split(".")[0].lower()
+
+
+def resolve_interface(cfg: Config) -> str:
+    if cfg.interface:
+        return cfg.interface
+    found = default_route_interface()
+    if found is None:
+        raise RunError("interface is not set and there is no default route to pick one from")
+    return found
+
+
+KUBECONFIG_CREDENTIAL = "kubeconfig"
+
+
+def election_spec(cfg: Config) -> ElectionSpec:
+    """The election settings, with the kubeconfig from systemd's credential when one is given.
+
+    ``LoadCredential=kubeconfig:/etc/kubernetes/admin.conf`` lets the daemon run as a non-root
+    user that could not read the root-only file itself (see docs/systemd.md).
+    """
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if directory:
+        cred = Path(directory) / KUBECONFIG_CREDENTIAL
+        if cred.is_file():
+            return replace(cfg.election, kubeconfig=cred)
+    return cfg.election

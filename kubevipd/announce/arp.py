@@ -13,9 +13,16 @@ from collections.abc import Sequence
 
 from kubevipd.vip.netlink import Vip
 
-logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
-from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6  # noqa: E402
-from scapy.layers.l2 import ARP, Ether  # noqa: E402
+# scapy reads the host's routes at import and complains loudly where the unit hides /proc/net
+# (ProcSubset=pid); kubevipd only builds frames with it, so that is noise.
+_scapy_log = logging.getLogger("scapy")
+_level = _scapy_log.level
+_scapy_log.setLevel(logging.CRITICAL + 1)
+try:
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+    from scapy.layers.l2 import ARP, Ether
+finally:
+    _scapy_log.setLevel(max(_level, logging.ERROR))
 
 log = logging.getLogger("kubevipd.announce")
 BROADCAST = "ff:ff:ff:ff:ff:ff"

@@ -41,6 +41,32 @@ def kubeconfig(api: LabApiServer, pki: Pki, tmp_path: Path) -> KubeconfigFactory
     return make
 
 
+@pytest.fixture(scope="session")
+def built_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kubevipd_VERSION_all.deb built from this checkout (packaging/deb/build.sh)."""
+    import shutil
+    import subprocess
+
+    from kubevipd import __version__
+
+    require_root()
+    for tool in ("dpkg-buildpackage", "dh_python3"):
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            pytest.skip(f"{tool} is not installed (./dev.sh setup installs the build tools)")
+    out = tmp_path_factory.mktemp("deb")
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(
+        [str(root / "packaging" / "deb" / "build.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    path = Path(r.stdout.strip().splitlines()[-1])
+    assert path.name == f"kubevipd_{__version__}_all.deb" and path.exists()
+    return path
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces (run ./dev.sh test as root)")

@@ -18,8 +18,6 @@ import pytest
 from kubevipd import __version__
 from kubevipd.lab.topology import HolderSampler, Lab
 
-from .conftest import require_root
-
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/root"}
 
@@ -46,13 +44,8 @@ def sh(*args: str, check: bool = True, timeout: float = 600) -> subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    require_root()
-    out = tmp_path_factory.mktemp("deb")
-    r = sh(str(ROOT / "packaging" / "deb" / "build.sh"), str(out))
-    path = Path(r.stdout.strip().splitlines()[-1])
-    assert path.name == f"kubevipd_{__version__}_all.deb" and path.exists()
-    return path
+def deb(built_deb: Path) -> Path:
+    return built_deb
 
 
 def test_depends_on_debians_libraries(deb: Path) -> None:

@@ -66,7 +66,15 @@ class Reload:
     pass
 
 
-Item = Event | Reload
+@dataclass(frozen=True)
+class FromLink:
+    """News from one interface's monitor; dropped once a reload has replaced that monitor."""
+
+    generation: int
+    event: Event
+
+
+Item = Event | Reload | FromLink
 
 
 # ------------------------------------------------------------------ logging
@@ -148,6 +156,7 @@ class Runner:
         self._published: tuple[Any, ...] = ()
         self._published_at = 0.0
         self._waiting_for_kubeconfig = False
+        self.link_generation = 0
         self._attach_link()
         now = time.monotonic()
         self.machine = Machine(
@@ -173,11 +182,13 @@ class Runner:
         except InterfaceError as e:
             raise RunError(str(e)) from None
         self.announcer = ArpAnnouncer(self.ifname, self.link.mac(), self.vips)
+        self.link_generation += 1
+        gen = self.link_generation
         self.monitor = Monitor(
             self.link.index,
             self.vips,
-            on_link=lambda up: self.q.put(LinkChanged(up)),
-            on_vip_gone=lambda: self.q.put(VipMissing()),
+            on_link=lambda up: self.q.put(FromLink(gen, LinkChanged(up))),
+            on_vip_gone=lambda: self.q.put(FromLink(gen, VipMissing())),
         )
         self.monitor.start()
 
@@ -275,6 +286,10 @@ class Runner:
                 if isinstance(item, Reload):
                     self._reload()
                     continue
+                if isinstance(item, FromLink):
+                    if item.generation != self.link_generation:
+                        continue  # about the interface or VIP a reload replaced
+                    item = item.event
                 if isinstance(item, Stop) and stop_by is None:
                     self.stopping = True
                     self.notifier.stopping("stopping: handing the VIP over")

@@ -2,6 +2,7 @@
 # kubevipd's one entry point for newcomers and CI (run as root on Debian 12):
 #   ./dev.sh demo    set up, then run the main job
 #   ./dev.sh test    set up, then run lint, types and every test
+#   ./dev.sh bench   set up, then measure failover against keepalived (bench/README.md)
 #   ./dev.sh setup   only install what the project needs
 # It installs everything itself (apt-get, pip) and is safe to run again.
 set -euo pipefail
@@ -81,10 +82,23 @@ demo() {
   "$VENV/bin/kubevipd" demo "$@"
 }
 
+bench() {
+  if ! command -v keepalived >/dev/null; then
+    log "apt-get install keepalived (the baseline; its service needs a config, so nothing starts)"
+    env PATH=$CLEAN_PATH DEBIAN_FRONTEND=noninteractive apt-get install -y -qq keepalived >/dev/null
+  fi
+  local args=("$@")
+  [ "${#args[@]}" -gt 0 ] || args=(--rounds 10)
+  log "bench/failover.py ${args[*]} (about 15 minutes for 10 rounds)"
+  "$VENV/bin/python" bench/failover.py "${args[@]}" --plot bench/failover.png >bench/results.json
+  "$VENV/bin/python" bench/table.py bench/results.json
+}
+
 cmd=${1:-test}; shift || true
 case "$cmd" in
   setup) setup ;;
   test) setup; run_tests "$@" ;;
   demo) setup; demo "$@" ;;
-  *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;;
+  bench) setup; bench "$@" ;;
+  *) echo "usage: $0 demo|test|bench|setup" >&2; exit 2 ;;
 esac

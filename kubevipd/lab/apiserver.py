@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -767,10 +766,3 @@ def standard_tokens() -> dict[str, tuple[str, frozenset[str]]]:
 def node_tokens(names: list[str]) -> dict[str, tuple[str, frozenset[str]]]:
     """One token a node, so a test can partition one node's user from the apiserver."""
     return {f"lab-{n}-token": (f"system:node:{n}", ALL_VERBS) for n in names}
-
-
-def iter_events(lines: Iterator[bytes]) -> Iterator[dict[str, Any]]:
-    """Decode a watch stream (one JSON event a line); a helper for tests."""
-    for line in lines:
-        if line.strip():
-            yield json.loads(line)

@@ -18,7 +18,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -434,7 +433,3 @@ class Pinger:
         if len(rs) < 2:
             return float("inf")
         return max(b - a for a, b in itertools.pairwise(rs))
-
-
-def iter_log_lines(text: str) -> Iterator[str]:
-    yield from text.splitlines()

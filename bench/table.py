@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Print the Markdown table of a bench/failover.py result: bench/table.py bench/results.json"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+NAMES = {
+    "graceful_stop": "graceful stop (SIGTERM)",
+    "crash": "crash (SIGKILL + link cut)",
+    "link_down": "leader's link down",
+    "follower_restart": "follower restart",
+    "apiserver_partition": "leader cut off from the apiserver",
+}
+
+
+def table(doc: dict[str, Any]) -> str:
+    systems = list(doc["systems"])
+    head = "| scenario | " + " | ".join(
+        f"{s}: outage median / p95 / max (ms) | {s}: two holders (ms)" for s in systems
+    )
+    lines = [head + " |", "|---" * (1 + 2 * len(systems)) + "|"]
+    for key, label in NAMES.items():
+        cells = [label]
+        for s in systems:
+            sc = doc["systems"][s]["scenarios"].get(key)
+            if sc is None:
+                cells += ["-", "-"]
+                continue
+            o = sc["outage_ms"]
+            cells += [
+                f"{o['median']:.0f} / {o['p95']:.0f} / {o['max']:.0f}",
+                f"{sc['dual_holder_ms_total']:.0f}",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    extra = []
+    for s in systems:
+        d = doc["systems"][s]
+        bits = [f"start to VIP {d.get('start_to_vip_ms')} ms"]
+        if "idle_leader" in d:
+            idle = d["idle_leader"]
+            bits.append(f"idle leader {idle['rss_mib']} MiB RSS, {idle['cpu_percent']} % CPU")
+        if "api_requests_per_s" in d:
+            r = d["api_requests_per_s"]
+            bits.append(f"API requests/s: leader {r['leader']}, follower {r['follower']}")
+        extra.append(f"- {s} ({d['version']}): " + "; ".join(bits))
+    return "\n".join([*lines, "", *extra])
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        print(table(json.load(f)))

@@ -1,0 +1,36 @@
+"""The benchmark keeps working: one quick round of kubevipd's graceful stop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import require_root
+
+pytestmark = pytest.mark.root
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_failover_smoke() -> None:
+    require_root()
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "failover.py"), "--rounds", "1",
+         "--systems", "kubevipd", "--scenarios", "graceful_stop,follower_restart"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    k = doc["systems"]["kubevipd"]
+    graceful = k["scenarios"]["graceful_stop"]
+    assert graceful["rounds"] == 1 and graceful["dual_holder_ms_total"] == 0
+    assert graceful["outage_ms"]["max"] < 1500
+    assert k["scenarios"]["follower_restart"]["outage_ms"]["max"] < 500
+    assert k["api_requests_per_s"]["follower"] == 0  # followers watch, they do not poll
+    assert 0 < k["api_requests_per_s"]["leader"] <= 4  # one renew per retry_period (500ms)
+    assert k["idle_leader"]["rss_mib"] > 0 and k["start_to_vip_ms"] > 0

@@ -458,25 +458,23 @@ def test_cleanup_after_a_crash_removes_the_vip_and_hands_over(run: Run) -> None:
     run.lab.signal(old, signal.SIGKILL)
     assert run.lab.wait_exit(old, 5) == -signal.SIGKILL
     assert run.lab.holders() == [old.name]  # the dead daemon left its VIP
+
+    def cleanup() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", old.netns, sys.executable, "-m", "kubevipd", "cleanup",
+             "--config", str(old.config), "--run-dir", str(old.run_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+
     t0 = time.monotonic()
-    out = subprocess.run(
-        ["ip", "netns", "exec", old.netns, sys.executable, "-m", "kubevipd", "cleanup",
-         "--config", str(old.config), "--run-dir", str(old.run_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )  # fmt: skip
+    out = cleanup()
     assert out.returncode == 0, out.stderr
     assert "removed" in out.stderr and "released Lease kube-system/plndr-cp-lock" in out.stderr
     new = run.wait_new_leader(old.name, 5)
     assert time.monotonic() - t0 < 2.5  # well before the 3s lease would have expired
     run.assert_client_reaches(new)
-    again = subprocess.run(
-        ["ip", "netns", "exec", old.netns, sys.executable, "-m", "kubevipd", "cleanup",
-         "--config", str(old.config), "--run-dir", str(old.run_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )  # fmt: skip
+    again = cleanup()
     assert again.returncode == 0 and "removed" not in again.stderr  # idempotent
     assert run.lab.holders() == [new.name]

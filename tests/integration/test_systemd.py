@@ -117,6 +117,14 @@ def test_the_package_under_systemd(setup: tuple[Lab, SystemdContainer, Node]) ->
     status = c.run("kubevipd", "status").stdout
     assert "role:         leader" in status and "present here" in status
 
+    def hand_back_to_sd() -> None:
+        """n1 leads: stop it so sd takes over, then start n1 again as a follower."""
+        lab.signal(n1, signal.SIGTERM)
+        assert lab.wait_exit(n1, 10) == 0
+        assert lab.wait_for(lambda: lab.holders() == ["sd"], 10), c.journal(UNIT)
+        lab.start(n1)
+        assert lab.wait_for(lambda: lab.ready(n1), 20)
+
     with HolderSampler(lab) as sampler:
         for n in (n1, n2):
             lab.start(n)
@@ -173,11 +181,7 @@ def test_the_package_under_systemd(setup: tuple[Lab, SystemdContainer, Node]) ->
         # An upgrade (dpkg configures the package again) restarts the running daemon, and that
         # restart is a hand-over: n1 takes the VIP at once; never two holders.
         assert lab.holders() == ["n1"]
-        lab.signal(n1, signal.SIGTERM)
-        assert lab.wait_exit(n1, 10) == 0
-        assert lab.wait_for(lambda: lab.holders() == ["sd"], 10), c.journal(UNIT)
-        lab.start(n1)
-        assert lab.wait_for(lambda: lab.ready(n1), 20)
+        hand_back_to_sd()
         main = c.prop(UNIT, "MainPID")
         c.run("dpkg", "-i", "/root/kubevipd.deb", timeout=300)
         assert lab.wait_for(lambda: lab.holders() == ["n1"], 5), c.journal(UNIT)
@@ -186,11 +190,7 @@ def test_the_package_under_systemd(setup: tuple[Lab, SystemdContainer, Node]) ->
         assert c.systemctl("is-enabled", UNIT).stdout.strip() == "enabled"
 
         # A crash (SIGKILL) of the leader under systemd leaves no VIP behind (ExecStopPost).
-        lab.signal(n1, signal.SIGTERM)
-        assert lab.wait_exit(n1, 10) == 0
-        assert lab.wait_for(lambda: lab.holders() == ["sd"], 10), c.journal(UNIT)
-        lab.start(n1)
-        assert lab.wait_for(lambda: lab.ready(n1), 20)
+        hand_back_to_sd()
         main = c.prop(UNIT, "MainPID")
         t1 = time.monotonic()
         c.run("kill", "-KILL", main)

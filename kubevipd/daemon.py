@@ -31,6 +31,7 @@ log = logging.getLogger("kubevipd.daemon")
 
 # Gratuitous ARP / unsolicited NA after a takeover: at once, then these offsets (seconds).
 ANNOUNCE_BURST = (0.0, 0.25, 0.5, 1.0)
+REPEAT_EVERY = 60.0  # seconds between two log lines of the same repeating failure
 
 
 class Role(enum.Enum):
@@ -158,6 +159,9 @@ class Machine:
     announce_due: list[float] = field(default_factory=list)
     step_down_reason: str = ""
     release_pending: bool = False
+    # The last repeating warning and when it was logged: a failure that repeats every retry
+    # period is logged once a minute, not every second.
+    _repeat: tuple[str, float] = ("", 0.0)
 
     def __post_init__(self) -> None:
         self.role_since = self.now
@@ -282,7 +286,7 @@ class Machine:
                 self._start_announcing()
                 self._become(Role.LEADER, "acquired the lease")
             elif not r.conflict:
-                log.warning("could not acquire the lease: %s", r.error)
+                self._warn_repeating(f"could not acquire the lease: {r.error}; retrying")
                 self.next_attempt = self.now + self.t.retry_period
         elif ev.op == "renew":
             if self.role is not Role.LEADER or self.release_pending:
@@ -464,6 +468,12 @@ class Machine:
 
     def _start_announcing(self) -> None:
         self.announce_due = [self.now + d for d in ANNOUNCE_BURST]
+
+    def _warn_repeating(self, msg: str) -> None:
+        last, at = self._repeat
+        if msg != last or self.now - at >= REPEAT_EVERY:
+            log.warning("%s", msg)
+            self._repeat = (msg, self.now)
 
     def _drop_vip(self, out: list[Action]) -> None:
         if self.holds_vip:

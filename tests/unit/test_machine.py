@@ -154,6 +154,25 @@ def test_an_acquire_error_is_retried_after_retry_period() -> None:
     assert s.write_of(s.tick(0.1)).op == "acquire"
 
 
+def test_a_repeating_acquire_failure_is_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    s = Sim()
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    for _ in range(30):  # 30 failures, one a second
+        s.complete(w, ok=False, error="HTTP 403: forbidden", error_kind="forbidden")
+        w = s.write_of(s.tick(1.0))
+    lines = [r for r in caplog.records if "could not acquire" in r.message]
+    assert len(lines) == 1 and "HTTP 403" in lines[0].message
+    for _ in range(31):
+        s.complete(w, ok=False, error="HTTP 403: forbidden", error_kind="forbidden")
+        w = s.write_of(s.tick(1.0))
+    assert len([r for r in caplog.records if "could not acquire" in r.message]) == 2
+    s.complete(w, ok=False, error="HTTP 500: boom", error_kind="server")
+    assert "HTTP 500" in caplog.records[-1].message  # a new failure is logged at once
+
+
 def test_a_late_watch_event_never_moves_the_observation_back() -> None:
     s = Sim("n2")
     s.healthy()

@@ -277,6 +277,29 @@ def idle_usage(pid: int, seconds: float = 5.0) -> dict[str, float]:
     }
 
 
+def idle_with_defaults(seconds: float = 10.0) -> dict[str, Any]:
+    """RSS and CPU of an idle leader and follower with the shipped timings (5s/3s/1s, health
+    checks every second), as an operator runs kubevipd."""
+    lab = Lab.create(2)
+    try:
+        for n in lab.nodes:
+            lab.start(
+                n,
+                election={"lease_duration": "5s", "renew_deadline": "3s", "retry_period": "1s"},
+                health={"period": "1s", "timeout": "1s", "failure_threshold": 3},
+            )
+        leader = lab.node(stable_holder(lab, 3.0))
+        follower = next(n for n in lab.nodes if n is not leader)
+        assert leader.proc is not None and follower.proc is not None
+        return {
+            "leader": idle_usage(leader.proc.pid, seconds),
+            "follower": idle_usage(follower.proc.pid, seconds),
+        }
+    finally:
+        lab.destroy()
+        shutil.rmtree(lab.workdir, ignore_errors=True)
+
+
 def run_system(
     factory: Callable[[Lab], Kubevipd | Keepalived], rounds: int, only: set[str] | None
 ) -> dict[str, Any]:
@@ -361,6 +384,7 @@ def main() -> int:
     ap.add_argument("--systems", default="kubevipd,keepalived")
     ap.add_argument("--scenarios", default="", help="comma-separated subset")
     ap.add_argument("--plot", metavar="PNG", help="also draw the outages")
+    ap.add_argument("--no-idle", action="store_true", help="skip the idle measurement (10s)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/failover.py needs root (network namespaces)", file=sys.stderr)
@@ -387,6 +411,8 @@ def main() -> int:
     }
     for name in args.systems.split(","):
         doc["systems"][name] = run_system(factories[name], args.rounds, only)
+        if name == "kubevipd" and not args.no_idle:
+            doc["systems"][name]["idle_shipped_defaults"] = idle_with_defaults()
     print(json.dumps(doc, indent=2))
     if args.plot:
         plot(doc, Path(args.plot))

@@ -42,6 +42,12 @@ def table(doc: dict[str, Any]) -> str:
         if "idle_leader" in d:
             idle = d["idle_leader"]
             bits.append(f"idle leader {idle['rss_mib']} MiB RSS, {idle['cpu_percent']} % CPU")
+        if "idle_shipped_defaults" in d:
+            i = d["idle_shipped_defaults"]
+            bits.append(
+                f"idle with the shipped 5s/3s/1s timings: leader {i['leader']['rss_mib']} MiB, "
+                f"{i['leader']['cpu_percent']} % CPU; follower {i['follower']['cpu_percent']} % CPU"
+            )
         if "api_requests_per_s" in d:
             r = d["api_requests_per_s"]
             bits.append(f"API requests/s: leader {r['leader']}, follower {r['follower']}")

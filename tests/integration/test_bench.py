@@ -19,7 +19,7 @@ def test_bench_failover_smoke() -> None:
     require_root()
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "failover.py"), "--rounds", "1",
-         "--systems", "kubevipd", "--scenarios", "graceful_stop,follower_restart"],
+         "--systems", "kubevipd", "--scenarios", "graceful_stop,follower_restart", "--no-idle"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -272,9 +272,7 @@ class Runner:
                 if self.election is None and not self.stopping:
                     self._connect_election()
                 wake = self.machine.next_wakeup()
-                timeout = self.notifier.max_sleep()
-                if self.election is None:
-                    timeout = min(timeout, 1.0)
+                timeout = self.notifier.max_sleep()  # at most 1s: also retries the kubeconfig
                 if wake is not None:
                     timeout = min(timeout, max(0.0, wake - now))
                 if stop_by is not None:

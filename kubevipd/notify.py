@@ -53,4 +53,5 @@ class Notifier:
         self._next_ping = now + self.watchdog_interval / 2
 
     def max_sleep(self) -> float:
-        return self.watchdog_interval / 4 if self.watchdog_interval else 1.0
+        """The main loop wakes at least this often: a quarter of the watchdog, at most 1s."""
+        return min(self.watchdog_interval / 4, 1.0) if self.watchdog_interval else 1.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -285,11 +286,14 @@ class LeaseElection:
     def close(self) -> None:
         self._closed.set()
         resp = self._watch_resp
-        if resp is not None:
+        # Another thread is blocked reading the stream: closing the response from here can wait
+        # on that read for good. Shutting the TCP socket down ends the read at once instead.
+        sock = getattr(getattr(resp, "_connection", None), "sock", None)
+        if sock is not None:
             try:
-                resp.close()
-            except Exception:
-                log.debug("closing the watch stream failed", exc_info=True)
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                log.debug("shutting the watch stream down failed", exc_info=True)
         self._primary.close()
         if self._fallback is not None:
             self._fallback.close()

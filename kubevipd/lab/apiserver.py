@@ -231,6 +231,9 @@ class LabApiServer:
         self.faults = Faults()
         self.bookmark_interval = bookmark_interval
         self.requests: deque[tuple[str, str, str, int]] = deque(maxlen=10_000)
+        self.request_count = 0  # every request ever served, for rates
+        self.watches = 0  # watch streams open now
+        self._count_lock = threading.Lock()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._address: tuple[str, int] | None = None
@@ -433,6 +436,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(e.code, e.status())
         finally:
             self.lab.requests.append((self._user() or "-", method, self.path, code))
+            with self.lab._count_lock:
+                self.lab.request_count += 1
 
     def _read_body(self) -> bytes:
         n = int(self.headers.get("Content-Length") or 0)
@@ -505,7 +510,13 @@ class _Handler(BaseHTTPRequestHandler):
         verb = self._verb(method, name, q)
         self._authorize(user, verb, ns, name)
         if verb == "watch":
-            self._watch(ns, name, q)
+            with self.lab._count_lock:
+                self.lab.watches += 1
+            try:
+                self._watch(ns, name, q)
+            finally:
+                with self.lab._count_lock:
+                    self.lab.watches -= 1
             return 200
         code, doc = self._lease_call(verb, ns, name, q, body)
         self._json(code, doc)

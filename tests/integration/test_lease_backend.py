@@ -200,9 +200,12 @@ def test_watch_follows_changes_and_recovers_from_a_restart_with_compaction(
             m == "GET" and "watch" not in p and "fieldSelector" in p for _, m, p, _ in api.requests
         )
     finally:
+        began = time.monotonic()
+        watcher.close()  # must not wait for the stream another thread is reading
+        assert time.monotonic() - began < 1.0
         stop.set()
-        watcher.close()
         t.join(5)
+        assert not t.is_alive()
 
 
 def test_the_server_setting_overrides_the_kubeconfigs_address(
@@ -240,3 +243,24 @@ def test_loopback_urls_verify_kubeadms_certificate_name(tmp_path: Path) -> None:
         assert election(kc).read(2.0).ok
     finally:
         server.stop()
+
+
+def test_close_ends_a_watch_blocked_in_a_read(
+    api: LabApiServer, kubeconfig: KubeconfigFactory
+) -> None:
+    """close() from another thread while the watch waits for events: returns at once, and the
+    watch thread ends (closing the response instead can wait on the reader for good)."""
+    e = election(kubeconfig())
+    stop = threading.Event()
+    t = threading.Thread(target=e.watch, args=(lambda r: None, stop.is_set), daemon=True)
+    t.start()
+    end = time.monotonic() + 10
+    while api.watches < 1 and time.monotonic() < end:
+        time.sleep(0.01)
+    assert api.watches == 1
+    time.sleep(0.2)  # the reader is now blocked waiting for the next event
+    began = time.monotonic()
+    e.close()
+    assert time.monotonic() - began < 1.0
+    t.join(5)
+    assert not t.is_alive()

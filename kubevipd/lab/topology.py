@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,6 +77,8 @@ class Lab:
     # How to run a daemon: this checkout's by default; the installed package's in its test.
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "kubevipd"])
     _ipr: dict[str, IPRoute] = field(default_factory=dict)
+    # destroy() removes the work directory when the lab made it (KUBEVIPD_KEEP_LAB=1 keeps it).
+    _own_workdir: bool = False
     _log_files: list[Any] = field(default_factory=list)
 
     @classmethod
@@ -102,6 +105,7 @@ class Lab:
             api=LabApiServer(pki, tokens, bookmark_interval=1.0),
             vip=f"{subnet}.75",
             client_ip=f"{subnet}.100",
+            _own_workdir=workdir is None,
         )
         try:
             lab._build()
@@ -310,6 +314,8 @@ class Lab:
                     with contextlib.suppress(ProcessLookupError, ValueError):
                         os.kill(int(pid), signal.SIGKILL)
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        if self._own_workdir and not os.environ.get("KUBEVIPD_KEEP_LAB"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 class HolderSampler:

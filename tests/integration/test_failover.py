@@ -92,6 +92,7 @@ def run() -> Iterator[Run]:
     finally:
         lab.destroy()
     assert not any(netns_exists(ns) for ns in names), "the lab left namespaces behind"
+    assert not lab.workdir.exists(), "the lab left its files behind"
 
 
 def test_three_daemons_start_with_one_leader_and_report_status(run: Run) -> None:

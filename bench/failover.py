@@ -13,7 +13,6 @@ the client's neighbour entry took to point at the new holder. Prints one JSON do
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import platform
@@ -147,10 +146,7 @@ def stable_holder(lab: Lab, seconds: float, timeout: float = 60) -> str:
 
 def outage(pinger: Pinger, t0: float, t1: float) -> float:
     """The longest gap between answers within [t0 - 0.5s, t1], in ms."""
-    rs = [r for r in pinger.replies if t0 - 0.5 <= r <= t1]
-    if len(rs) < 2:
-        return float("inf")
-    return round(max(b - a for a, b in itertools.pairwise(rs)) * 1000, 1)
+    return round(pinger.outage_between(t0 - 0.5, t1) * 1000, 1)
 
 
 def flush_vip(lab: Lab, node: Node) -> None:

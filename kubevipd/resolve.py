@@ -19,6 +19,16 @@ class RunError(Exception):
     """Bad input found at run time: one clear line, exit status 2."""
 
 
+def check_supported(cfg: Config) -> None:
+    """Refuse what the daemon cannot do yet (the config schema already accepts it)."""
+    if cfg.announce.mode != "arp":
+        raise RunError(
+            f"announce.mode {cfg.announce.mode} is not supported by this version of the "
+            "daemon yet; use arp"
+        )
+    resolve_vips(cfg)
+
+
 def resolve_vips(cfg: Config) -> list[Vip]:
     if cfg.vip.dns is not None or cfg.vip.dhcp is not None:
         raise RunError(

@@ -41,12 +41,14 @@ from kubevipd.daemon import (
     Write,
     WriteDone,
 )
+from kubevipd.election.base import WriteResult
 from kubevipd.election.lease import ElectionSetupError, LeaseElection
 from kubevipd.health import HealthChecker
 from kubevipd.metrics import Metrics, MetricsError
 from kubevipd.notify import Notifier
 from kubevipd.resolve import (
     RunError,
+    check_supported,
     election_spec,
     resolve_identity,
     resolve_interface,
@@ -130,11 +132,7 @@ def timings(cfg: Config) -> Timings:
 
 class Runner:
     def __init__(self, cfg: Config, config_path: str, run_dir: Path) -> None:
-        if cfg.announce.mode != "arp":
-            raise RunError(
-                f"announce.mode {cfg.announce.mode} is not supported by this version of the "
-                "daemon yet; use arp"
-            )
+        check_supported(cfg)
         self.cfg = cfg
         self.config_path = config_path
         self.run_dir = run_dir
@@ -155,6 +153,7 @@ class Runner:
         self.health_text = "disabled" if not cfg.health.enabled else "unknown"
         self._published: tuple[Any, ...] = ()
         self._published_at = 0.0
+        self._counted_transitions = 0
         self._waiting_for_kubeconfig = False
         self.link_generation = 0
         self._attach_link()
@@ -336,8 +335,6 @@ class Runner:
             result = election.write(a.op, a.record, a.timeout)
         except Exception as e:  # a write must always report back
             log.debug("lease write raised", exc_info=True)
-            from kubevipd.election.base import WriteResult
-
             result = WriteResult(ok=False, error=str(e) or type(e).__name__, error_kind="other")
         self.metrics.renew_latency.labels(a.op).observe(time.monotonic() - sent_at)
         if result.error_kind is not None:
@@ -366,7 +363,11 @@ class Runner:
             return
         if key[:3] != self._published[:3]:
             self.notifier.status(self._status_line())
-            self.metrics.transitions.labels(m.role.value).inc()
+        if m.transitions > self._counted_transitions:
+            self.metrics.transitions.labels(m.role.value).inc(
+                m.transitions - self._counted_transitions
+            )
+            self._counted_transitions = m.transitions
         self._published, self._published_at = key, now
         self.metrics.leader.set(1 if m.role is Role.LEADER else 0)
         self.metrics.vip_present.set(1 if m.holds_vip else 0)
@@ -409,10 +410,10 @@ class Runner:
         if new.election != old.election or new.node_name != old.node_name:
             log.warning("election settings or node_name changed: they take effect after a restart")
             new = replace(new, election=old.election, node_name=old.node_name)
-        if new.announce.mode != "arp" or new.vip.dns or new.vip.dhcp:
-            log.error(
-                "the new config needs features this version does not have; keeping the running one"
-            )
+        try:
+            check_supported(new)
+        except RunError as e:
+            log.error("%s; keeping the running config", e)
             self.notifier.ready(self._status_line())
             return
         new_vips = resolve_vips(new)
@@ -420,7 +421,7 @@ class Runner:
         if new_vips != self.vips or new_ifname != self.ifname:
             self._move_vip(new_vips, new_ifname)
         self.cfg = new
-        self.machine.t = replace(timings(new), health_gate=new.health.enabled)
+        self.machine.t = timings(new)
         if new.health != old.health:
             self._start_health()
         logging.getLogger().setLevel(new.log_level.upper())
@@ -480,10 +481,8 @@ def run(
     if early_signals:
         log.info("stopped before start (%s)", signal.Signals(early_signals[0]).name)
         return EXIT_OK
-    runner: Runner | None = None
     try:
-        runner = Runner(cfg, config_path, run_dir)
-        return runner.run(early_signals)
+        return Runner(cfg, config_path, run_dir).run(early_signals)
     except RunError as e:
         log.error("%s", e)
         return EXIT_CONFIG

@@ -260,10 +260,12 @@ class Lab:
                 out.append(n.name)
         return out
 
-    def client_neighbour_mac(self) -> str | None:
+    def client_neighbour_mac(self, dst: str | None = None) -> str | None:
+        """The MAC the client's neighbour table has for ``dst`` (default: the IPv4 VIP)."""
+        dst = dst or self.vip
         ipr = self.ipr(self.client_ns)
-        for nb in ipr.get_neighbours(family=2):
-            if nb.get_attr("NDA_DST") == self.vip:
+        for nb in ipr.get_neighbours(family=10 if ":" in dst else 2):
+            if nb.get_attr("NDA_DST") == dst:
                 mac = nb.get_attr("NDA_LLADDR")
                 return str(mac) if mac else None
         return None
@@ -271,14 +273,6 @@ class Lab:
     @property
     def vip6(self) -> str:
         return f"{self.prefix6}75"
-
-    def client_neighbour_mac6(self) -> str | None:
-        ipr = self.ipr(self.client_ns)
-        for nb in ipr.get_neighbours(family=10):
-            if nb.get_attr("NDA_DST") == self.vip6:
-                mac = nb.get_attr("NDA_LLADDR")
-                return str(mac) if mac else None
-        return None
 
     def wait_for(self, predicate: Any, timeout: float, interval: float = 0.01) -> bool:
         end = time.monotonic() + timeout
@@ -433,9 +427,13 @@ class Pinger:
     def replies_after(self, t: float) -> list[float]:
         return [r for r in self.replies if r > t]
 
-    def outage_around(self, t: float, window: float = 30.0) -> float:
-        """The longest gap between replies in [t - 1s, t + window] (seconds)."""
-        rs = [r for r in self.replies if t - 1.0 <= r <= t + window]
+    def outage_between(self, t0: float, t1: float) -> float:
+        """The longest gap between replies within [t0, t1] (seconds)."""
+        rs = [r for r in self.replies if t0 <= r <= t1]
         if len(rs) < 2:
             return float("inf")
         return max(b - a for a, b in itertools.pairwise(rs))
+
+    def outage_around(self, t: float, window: float = 30.0) -> float:
+        """The longest gap between replies in [t - 1s, t + window] (seconds)."""
+        return self.outage_between(t - 1.0, t + window)

@@ -18,13 +18,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import urllib3
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.watch.watch import iter_resp_lines
+from kubevipd.lazyimport import defer_kubernetes
 
-from kubevipd.config.model import ElectionSpec
-from kubevipd.election.base import ErrorKind, LeaderRecord, Observer, Op, WriteResult
+defer_kubernetes()  # before the first kubernetes import: only the modules named below load
+
+import urllib3  # noqa: E402
+from kubernetes.client.api.coordination_v1_api import CoordinationV1Api  # noqa: E402
+from kubernetes.client.api_client import ApiClient  # noqa: E402
+from kubernetes.client.configuration import Configuration  # noqa: E402
+from kubernetes.client.exceptions import ApiException  # noqa: E402
+from kubernetes.config.config_exception import ConfigException  # noqa: E402
+from kubernetes.config.kube_config import load_kube_config  # noqa: E402
+from kubernetes.watch.watch import iter_resp_lines  # noqa: E402
+
+from kubevipd.config.model import ElectionSpec  # noqa: E402
+from kubevipd.election.base import ErrorKind, LeaderRecord, Observer, Op, WriteResult  # noqa: E402
 
 log = logging.getLogger("kubevipd.election")
 
@@ -103,7 +111,7 @@ def _kind_of_status(status: int) -> ErrorKind:
     return "other"
 
 
-def _api_error_text(e: k8s.ApiException) -> str:
+def _api_error_text(e: ApiException) -> str:
     try:
         msg = json.loads(e.body or "{}").get("message") or e.reason
     except ValueError:
@@ -115,12 +123,10 @@ class _Client:
     """One kubeconfig's API client."""
 
     def __init__(self, path: Path, server: str | None) -> None:
-        cfg = k8s.Configuration()
+        cfg = Configuration()
         try:
-            k8s_config.load_kube_config(
-                config_file=str(path), client_configuration=cfg, persist_config=False
-            )
-        except (OSError, k8s_config.ConfigException, ValueError, TypeError) as e:
+            load_kube_config(config_file=str(path), client_configuration=cfg, persist_config=False)
+        except (OSError, ConfigException, ValueError, TypeError) as e:
             raise ElectionSetupError(f"cannot use kubeconfig {path}: {e}") from None
         if server:
             cfg.host = server.rstrip("/")
@@ -133,8 +139,8 @@ class _Client:
         self.path = path
         self.host: str = cfg.host
         self.ca_file: str | None = cfg.ssl_ca_cert
-        self.api_client = k8s.ApiClient(cfg)
-        self.api = k8s.CoordinationV1Api(self.api_client)
+        self.api_client = ApiClient(cfg)
+        self.api = CoordinationV1Api(self.api_client)
 
     def close(self) -> None:
         pool = getattr(self.api_client.rest_client, "pool_manager", None)
@@ -191,7 +197,7 @@ class LeaseElection:
                         self.namespace, body, **self._opts(timeout)
                     )
                 )
-        except k8s.ApiException as e:
+        except ApiException as e:
             if e.status == 409:
                 left = max(0.2, timeout - (time.monotonic() - started))
                 fresh = self.read(left)
@@ -228,7 +234,7 @@ class LeaseElection:
                     self.name, self.namespace, **self._opts(timeout)
                 )
             )
-        except k8s.ApiException as e:
+        except ApiException as e:
             if e.status == 404:
                 return WriteResult(ok=True, record=None)
             return WriteResult(
@@ -268,9 +274,7 @@ class LeaseElection:
                 if not isinstance(e, _WATCH_ERRORS):
                     raise
                 text = (
-                    _api_error_text(e)
-                    if isinstance(e, k8s.ApiException)
-                    else _net_error_text(e, 5.0)
+                    _api_error_text(e) if isinstance(e, ApiException) else _net_error_text(e, 5.0)
                 )
                 if not failing and rv is None:
                     log.warning("cannot read %s: %s; retrying", self.describe(), text)
@@ -305,7 +309,7 @@ class LeaseElection:
         half = max(0.05, timeout / 2)
         return {"_request_timeout": (half, half), "_preload_content": False}
 
-    def _call(self, fn: Callable[[k8s.CoordinationV1Api], Any]) -> Any:
+    def _call(self, fn: Callable[[CoordinationV1Api], Any]) -> Any:
         """Run ``fn`` with the active client; handles kubeadm's super-admin.conf fallback."""
         with self._lock:
             active = self._active
@@ -313,7 +317,7 @@ class LeaseElection:
         if try_primary:
             try:
                 out = fn(self._primary.api)
-            except k8s.ApiException as e:
+            except ApiException as e:
                 if e.status not in (401, 403):
                     raise
                 with self._lock:
@@ -325,7 +329,7 @@ class LeaseElection:
                 return out
         try:
             return fn(active.api)
-        except k8s.ApiException as e:
+        except ApiException as e:
             if e.status not in (401, 403) or active is not self._primary:
                 raise
             fallback = self._use_fallback(e)
@@ -333,7 +337,7 @@ class LeaseElection:
                 raise
             return fn(fallback.api)
 
-    def _use_fallback(self, e: k8s.ApiException) -> _Client | None:
+    def _use_fallback(self, e: ApiException) -> _Client | None:
         path = self._fallback_path
         if path is None or not path.exists():
             return None
@@ -406,7 +410,7 @@ class _Relist(Exception):
     pass
 
 
-_WATCH_ERRORS = (k8s.ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
+_WATCH_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
 
 
 def _is_timeout(e: BaseException) -> bool:

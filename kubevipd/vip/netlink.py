@@ -15,11 +15,19 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK
+from kubevipd.lazyimport import defer_pyroute2
 
-from kubevipd.config.model import IPAddress
+defer_pyroute2()  # before the first pyroute2 import: only IPRoute's modules load
+
+from pyroute2.iproute.linux import IPRoute  # noqa: E402
+from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
+from pyroute2.netlink.rtnl import (  # noqa: E402
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_LINK,
+)
+
+from kubevipd.config.model import IPAddress  # noqa: E402
 
 log = logging.getLogger("kubevipd.vip")
 

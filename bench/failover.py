@@ -18,13 +18,14 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,9 +48,10 @@ class Kubevipd:
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
+        self.env: dict[str, str] = {}
 
     def start(self, node: Node) -> None:
-        self.lab.start(node, election=KUBEVIPD_TIMINGS)
+        self.lab.start(node, env=self.env, election=KUBEVIPD_TIMINGS)
 
     def ready(self, node: Node) -> bool:
         return self.lab.ready(node)
@@ -126,6 +128,71 @@ class Keepalived:
         return (out.stderr or out.stdout).splitlines()[0].strip()
 
 
+class PollingElector:
+    """The kube-vip-like baseline: the ``kubernetes`` package's polling leaderelection module on
+    a Lease (bench/polling_elector.py), with the lab's lease (3s/2s) and a 1s retry period (the
+    module's minimum; kube-vip's own default)."""
+
+    name = "polling-elector"
+    settle = 1.0
+    scenarios = SCENARIOS
+    timings: ClassVar[dict[str, int]] = {
+        "lease_duration": 3,
+        "renew_deadline": 2,
+        "retry_period": 1,
+    }
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _ready_file(self, node: Node) -> Path:
+        return self.lab.workdir / f"{node.name}.polling.ready"
+
+    def start(self, node: Node) -> None:
+        self.lab.write_config(node)  # also writes the node's kubeconfig
+        ready = self._ready_file(node)
+        ready.unlink(missing_ok=True)
+        log = (self.lab.workdir / f"{node.name}.polling.log").open("ab")
+        t = self.timings
+        self.procs[node.name] = subprocess.Popen(
+            ["ip", "netns", "exec", node.netns, sys.executable,
+             str(ROOT / "bench" / "polling_elector.py"),
+             "--kubeconfig", str(self.lab.workdir / f"{node.name}.kubeconfig"),
+             "--identity", node.name, "--interface", "eth0", "--vip", self.lab.vip,
+             "--ready-file", str(ready),
+             "--lease-duration", str(t["lease_duration"]),
+             "--renew-deadline", str(t["renew_deadline"]),
+             "--retry-period", str(t["retry_period"])],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        node.proc = self.procs[node.name]
+
+    def ready(self, node: Node) -> bool:
+        p = self.procs.get(node.name)
+        return p is not None and p.poll() is None and self._ready_file(node).exists()
+
+    def stop(self, node: Node, wait: bool = True) -> None:
+        p = self.procs[node.name]
+        p.send_signal(signal.SIGTERM)
+        if wait:
+            p.wait(10)
+
+    def kill(self, node: Node) -> None:
+        p = self.procs[node.name]
+        p.kill()
+        p.wait(10)
+
+    def version(self) -> str:
+        import importlib.metadata
+
+        return f"kubernetes {importlib.metadata.version('kubernetes')} leaderelection"
+
+
+System = Kubevipd | Keepalived | PollingElector
+
+
 # ------------------------------------------------------------------ measuring
 
 
@@ -158,7 +225,7 @@ def flush_vip(lab: Lab, node: Node) -> None:
 
 
 def one_round(
-    system: Kubevipd | Keepalived, lab: Lab, sampler: HolderSampler, pinger: Pinger, scenario: str
+    system: System, lab: Lab, sampler: HolderSampler, pinger: Pinger, scenario: str
 ) -> dict[str, Any]:
     leader = lab.node(stable_holder(lab, system.settle))
     double0 = len(sampler.double)
@@ -228,7 +295,7 @@ def keep_logs(lab: Lab, name: str) -> None:
     print(f"logs kept in {dest}", file=sys.stderr)
 
 
-def restart_all(system: Kubevipd | Keepalived, lab: Lab) -> None:
+def restart_all(system: System, lab: Lab) -> None:
     for n in lab.nodes:
         if n.proc is not None and n.proc.poll() is None:
             system.kill(n)
@@ -293,11 +360,46 @@ def idle_with_defaults(seconds: float = 10.0) -> dict[str, Any]:
         }
     finally:
         lab.destroy()
-        shutil.rmtree(lab.workdir, ignore_errors=True)
+
+
+def single_node_start(factory: Callable[[Lab], System], rounds: int) -> dict[str, Any]:
+    """Start to READY=1 (kubevipd's sd_notify, on a real NOTIFY_SOCKET) and to VIP held, for a
+    daemon started alone on one node; the median of ``rounds`` starts (stopped in between)."""
+    lab = Lab.create(1)
+    system = factory(lab)
+    node = lab.nodes[0]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = lab.workdir / "notify.sock"
+    sock.bind(str(path))
+    if isinstance(system, Kubevipd):
+        system.env = {"NOTIFY_SOCKET": str(path)}
+    ready_ms: list[float] = []
+    vip_ms: list[float] = []
+    try:
+        for _ in range(rounds):
+            t0 = time.monotonic()
+            system.start(node)
+            if isinstance(system, Kubevipd):
+                sock.settimeout(30)
+                while b"READY=1" not in sock.recv(4096):
+                    pass
+                ready_ms.append(round((time.monotonic() - t0) * 1000))
+            if not lab.wait_for(lambda: lab.holders() == [node.name], 30, interval=0.002):
+                raise RuntimeError(f"{system.name} took no VIP within 30s alone")
+            vip_ms.append(round((time.monotonic() - t0) * 1000))
+            system.stop(node)
+            flush_vip(lab, node)
+    finally:
+        sock.close()
+        lab.destroy()
+    out: dict[str, Any] = {"rounds": rounds, "to_vip_ms": statistics.median(vip_ms)}
+    if ready_ms:
+        out["to_ready_ms"] = statistics.median(ready_ms)
+    return out
 
 
 def run_system(
-    factory: Callable[[Lab], Kubevipd | Keepalived], rounds: int, only: set[str] | None
+    factory: Callable[[Lab], System], rounds: int, only: set[str] | None
 ) -> dict[str, Any]:
     lab = Lab.create(3)
     system = factory(lab)
@@ -311,7 +413,7 @@ def run_system(
             out["start_to_vip_ms"] = round((time.monotonic() - t0) * 1000)
             lab.wait_for(lambda: all(system.ready(n) for n in lab.nodes), 30)
             leader = lab.node(stable_holder(lab, system.settle))
-            if isinstance(system, Kubevipd):
+            if isinstance(system, Kubevipd | PollingElector):
                 follower = next(n for n in lab.nodes if n is not leader)
                 requests0 = len(lab.api.requests)
                 time.sleep(5)
@@ -344,7 +446,6 @@ def run_system(
                     out["scenarios"][scenario] = summary(results)
     finally:
         lab.destroy()
-        shutil.rmtree(lab.workdir, ignore_errors=True)
     return out
 
 
@@ -389,9 +490,10 @@ def main() -> int:
     if "keepalived" in args.systems.split(",") and shutil.which("keepalived") is None:
         print("keepalived is not installed: apt-get install keepalived", file=sys.stderr)
         return 2
-    factories: dict[str, Callable[[Lab], Kubevipd | Keepalived]] = {
+    factories: dict[str, Callable[[Lab], System]] = {
         "kubevipd": Kubevipd,
         "keepalived": Keepalived,
+        "polling-elector": PollingElector,
     }
     doc: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
@@ -402,11 +504,18 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
         },
-        "timings": {"kubevipd": KUBEVIPD_TIMINGS, "keepalived": {"advert_int": "1s"}},
+        "timings": {
+            "kubevipd": KUBEVIPD_TIMINGS,
+            "keepalived": {"advert_int": "1s"},
+            "polling-elector": {k: f"{v}s" for k, v in PollingElector.timings.items()},
+        },
         "systems": {},
     }
     for name in args.systems.split(","):
         doc["systems"][name] = run_system(factories[name], args.rounds, only)
+        doc["systems"][name]["single_node_start"] = single_node_start(
+            factories[name], max(1, min(5, args.rounds))
+        )
         if name == "kubevipd" and not args.no_idle:
             doc["systems"][name]["idle_shipped_defaults"] = idle_with_defaults()
     print(json.dumps(doc, indent=2))

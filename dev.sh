@@ -2,7 +2,7 @@
 # kubevipd's one entry point for newcomers and CI (run as root on Debian 12):
 #   ./dev.sh demo    set up, then run the main job
 #   ./dev.sh test    set up, then run lint, types and every test
-#   ./dev.sh bench   set up, then measure failover against keepalived (bench/README.md)
+#   ./dev.sh bench   set up, then measure failover against keepalived and a polling elector (bench/README.md)
 #   ./dev.sh setup   only install what the project needs
 # It installs everything itself (apt-get, pip) and is safe to run again.
 set -euo pipefail
@@ -89,7 +89,7 @@ bench() {
   fi
   local args=("$@")
   [ "${#args[@]}" -gt 0 ] || args=(--rounds 10)
-  log "bench/failover.py ${args[*]} (about 15 minutes for 10 rounds)"
+  log "bench/failover.py ${args[*]} (about 25 minutes for 10 rounds)"
   "$VENV/bin/python" bench/failover.py "${args[@]}" --plot bench/failover.png >bench/results.json
   "$VENV/bin/python" bench/table.py bench/results.json
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Failover of the control-plane VIP: kubevipd and keepalived side by side, in one run.
+"""Failover of the control-plane VIP: kubevipd, keepalived and a polling elector, in one run.
 
 Each system gets a fresh lab (three node namespaces, a client, the lab Lease server); the
 client sends an ICMP echo to the VIP every 5 ms and every node is sampled every 5 ms. For each
@@ -478,7 +478,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--systems", default="kubevipd,keepalived")
+    ap.add_argument("--systems", default="kubevipd,keepalived,polling-elector")
     ap.add_argument("--scenarios", default="", help="comma-separated subset")
     ap.add_argument("--plot", metavar="PNG", help="also draw the outages")
     ap.add_argument("--no-idle", action="store_true", help="skip the idle measurement (10s)")

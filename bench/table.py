@@ -18,27 +18,36 @@ NAMES = {
 
 def table(doc: dict[str, Any]) -> str:
     systems = list(doc["systems"])
-    head = "| scenario | " + " | ".join(
-        f"{s}: outage median / p95 / max (ms) | {s}: two holders (ms)" for s in systems
+    head = (
+        "| scenario | "
+        + " | ".join(f"{s}: outage median / p95 / max (ms)" for s in systems)
+        + " | two holders (ms): "
+        + " / ".join(systems)
+        + " |"
     )
-    lines = [head + " |", "|---" * (1 + 2 * len(systems)) + "|"]
+    lines = [head, "|---" * (2 + len(systems)) + "|"]
     for key, label in NAMES.items():
         cells = [label]
+        double = []
         for s in systems:
             sc = doc["systems"][s]["scenarios"].get(key)
             if sc is None:
-                cells += ["-", "-"]
+                cells.append("-")
+                double.append("-")
                 continue
             o = sc["outage_ms"]
-            cells += [
-                f"{o['median']:.0f} / {o['p95']:.0f} / {o['max']:.0f}",
-                f"{sc['dual_holder_ms_total']:.0f}",
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
+            cells.append(f"{o['median']:.0f} / {o['p95']:.0f} / {o['max']:.0f}")
+            double.append(f"{sc['dual_holder_ms_total']:.0f}")
+        lines.append("| " + " | ".join([*cells, " / ".join(double)]) + " |")
     extra = []
     for s in systems:
         d = doc["systems"][s]
-        bits = [f"start to VIP {d.get('start_to_vip_ms')} ms"]
+        bits = []
+        alone = d.get("single_node_start")
+        if alone:
+            ready = f"READY {alone['to_ready_ms']:.0f} ms, " if "to_ready_ms" in alone else ""
+            bits.append(f"started alone: {ready}VIP {alone['to_vip_ms']:.0f} ms")
+        bits.append(f"three started at once: VIP {d.get('start_to_vip_ms')} ms")
         if "idle_leader" in d:
             idle = d["idle_leader"]
             bits.append(f"idle leader {idle['rss_mib']} MiB RSS, {idle['cpu_percent']} % CPU")
@@ -46,7 +55,8 @@ def table(doc: dict[str, Any]) -> str:
             i = d["idle_shipped_defaults"]
             bits.append(
                 f"idle with the shipped 5s/3s/1s timings: leader {i['leader']['rss_mib']} MiB, "
-                f"{i['leader']['cpu_percent']} % CPU; follower {i['follower']['cpu_percent']} % CPU"
+                f"{i['leader']['cpu_percent']} % CPU; follower {i['follower']['rss_mib']} MiB, "
+                f"{i['follower']['cpu_percent']} % CPU"
             )
         if "api_requests_per_s" in d:
             r = d["api_requests_per_s"]

@@ -69,7 +69,25 @@ class Kubevipd:
         return __version__
 
 
-class Keepalived:
+class _ChildPerNode:
+    """A system that the bench runs as one child process a node."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def running(self, node: Node) -> bool:
+        p = self.procs.get(node.name)
+        return p is not None and p.poll() is None
+
+    def stop(self, node: Node, wait: bool = True) -> None:
+        p = self.procs[node.name]
+        p.send_signal(signal.SIGTERM)
+        if wait:
+            p.wait(10)
+
+
+class Keepalived(_ChildPerNode):
     """keepalived as the kubeadm HA guide sets it up: VRRP, advert_int 1, priorities 150/100/50."""
 
     name = "keepalived"
@@ -77,8 +95,7 @@ class Keepalived:
     scenarios = ("graceful_stop", "crash", "link_down", "follower_restart")
 
     def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        super().__init__(lab)
         self.starts = 0
 
     def start(self, node: Node) -> None:
@@ -109,14 +126,7 @@ class Keepalived:
         node.proc = self.procs[node.name]
 
     def ready(self, node: Node) -> bool:
-        p = self.procs.get(node.name)
-        return p is not None and p.poll() is None
-
-    def stop(self, node: Node, wait: bool = True) -> None:
-        p = self.procs[node.name]
-        p.send_signal(signal.SIGTERM)
-        if wait:
-            p.wait(10)
+        return self.running(node)
 
     def kill(self, node: Node) -> None:
         p = self.procs[node.name]
@@ -128,7 +138,7 @@ class Keepalived:
         return (out.stderr or out.stdout).splitlines()[0].strip()
 
 
-class PollingElector:
+class PollingElector(_ChildPerNode):
     """The kube-vip-like baseline: the ``kubernetes`` package's polling leaderelection module on
     a Lease (bench/polling_elector.py), with the lab's lease (3s/2s) and a 1s retry period (the
     module's minimum; kube-vip's own default)."""
@@ -141,10 +151,6 @@ class PollingElector:
         "renew_deadline": 2,
         "retry_period": 1,
     }
-
-    def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def _ready_file(self, node: Node) -> Path:
         return self.lab.workdir / f"{node.name}.polling.ready"
@@ -170,14 +176,7 @@ class PollingElector:
         node.proc = self.procs[node.name]
 
     def ready(self, node: Node) -> bool:
-        p = self.procs.get(node.name)
-        return p is not None and p.poll() is None and self._ready_file(node).exists()
-
-    def stop(self, node: Node, wait: bool = True) -> None:
-        p = self.procs[node.name]
-        p.send_signal(signal.SIGTERM)
-        if wait:
-            p.wait(10)
+        return self.running(node) and self._ready_file(node).exists()
 
     def kill(self, node: Node) -> None:
         p = self.procs[node.name]
@@ -461,9 +460,10 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     width = 0.8 / len(systems)
     for i, name in enumerate(systems):
         sc = doc["systems"][name]["scenarios"]
-        med = [sc[s]["outage_ms"]["median"] if s in sc else 0 for s in scenarios]
-        p95 = [sc[s]["outage_ms"]["p95"] if s in sc else 0 for s in scenarios]
-        xs = [j + i * width for j in range(len(scenarios))]
+        ran = [j for j, s in enumerate(scenarios) if s in sc]  # keepalived has no apiserver
+        med = [sc[scenarios[j]]["outage_ms"]["median"] for j in ran]
+        p95 = [sc[scenarios[j]]["outage_ms"]["p95"] for j in ran]
+        xs = [j + i * width for j in ran]
         ax.bar(xs, med, width, label=f"{name} (median)")
         ax.scatter(xs, p95, marker="_", s=200, color="black")
     ax.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(scenarios))])

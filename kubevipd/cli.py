@@ -78,6 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_dir(p)
 
     p = sub.add_parser(
+        "copy-kubeconfig",
+        help="copy the root-only kubeconfig for the non-root daemon (kubevipd-kubeconfig.service)",
+        description="Copy election.kubeconfig (and, next to an admin.conf, kubeadm's "
+        "super-admin.conf) into DIR, readable by DIR's group only, replacing each copy at once; "
+        "remove copies whose file is gone. kubevipd-kubeconfig.service runs it as root before "
+        "the daemon starts and whenever the files change. Exit status 0 also when a file does "
+        "not exist yet, 2 for a bad config, 1 when a copy cannot be written.",
+    )
+    _add_config(p)
+    p.add_argument(
+        "--to",
+        metavar="DIR",
+        help="where the copies go (default: $KUBEVIPD_KUBECONFIG_DIR or /run/kubevipd-kubeconfig)",
+    )
+
+    p = sub.add_parser(
         "status",
         help="show the daemon's role, holder and VIP",
         description="Show what the running daemon reports: role, holder, VIP, interface, time in "
@@ -166,6 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run,
         "status": cmd_status,
         "cleanup": cmd_cleanup,
+        "copy-kubeconfig": cmd_copy_kubeconfig,
         "demo": cmd_demo,
         "check-config": cmd_check_config,
         "render-manifest": cmd_render_manifest,
@@ -238,6 +255,20 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return cleanup(loaded.config, run_dir(args.run_dir))
+
+
+def cmd_copy_kubeconfig(args: argparse.Namespace) -> int:
+    path = args.config or _default_config()
+    loaded = _load(path)
+    if loaded is None:
+        return EXIT_CONFIG
+    import logging
+
+    from kubevipd import handoff
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    dest = args.to or os.environ.get(handoff.KUBECONFIG_DIR_ENV) or str(handoff.DEFAULT_DIR)
+    return handoff.run(loaded.config, Path(dest))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from kubevipd.config.model import Config, ElectionSpec
+from kubevipd.handoff import KUBECONFIG_DIR_ENV
 from kubevipd.vip.netlink import Vip, default_route_interface
 
 
@@ -62,14 +63,19 @@ KUBECONFIG_CREDENTIAL = "kubeconfig"
 
 
 def election_spec(cfg: Config) -> ElectionSpec:
-    """The election settings, with the kubeconfig from systemd's credential when one is given.
+    """The election settings, with the kubeconfig the daemon can actually read.
 
-    ``LoadCredential=kubeconfig:/etc/kubernetes/admin.conf`` lets the daemon run as a non-root
-    user that could not read the root-only file itself (see docs/systemd.md).
+    In order: systemd's credential (``LoadCredential=kubeconfig:PATH``), then the copy that
+    kubevipd-kubeconfig.service keeps in ``$KUBEVIPD_KUBECONFIG_DIR`` for the non-root daemon
+    (same file name, so the super-admin.conf fallback is found there too), then the configured
+    file itself.
     """
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     if directory:
         cred = Path(directory) / KUBECONFIG_CREDENTIAL
         if cred.is_file():
             return replace(cfg.election, kubeconfig=cred)
+    copies = os.environ.get(KUBECONFIG_DIR_ENV)
+    if copies:
+        return replace(cfg.election, kubeconfig=Path(copies) / cfg.election.kubeconfig.name)
     return cfg.election

@@ -205,8 +205,14 @@ class Runner:
         spec = election_spec(self.cfg)
         if not spec.kubeconfig.exists():
             if not self._waiting_for_kubeconfig:
+                wanted = self.cfg.election.kubeconfig
+                copy = (
+                    f"; kubevipd-kubeconfig.service copies it to {spec.kubeconfig}"
+                    if spec.kubeconfig != wanted
+                    else ""
+                )
                 log.warning(
-                    "waiting for kubeconfig %s to exist (kubeadm init writes it)", spec.kubeconfig
+                    "waiting for kubeconfig %s to exist (kubeadm init writes it%s)", wanted, copy
                 )
                 self._waiting_for_kubeconfig = True
             return

@@ -33,10 +33,10 @@ from kubernetes.watch.watch import iter_resp_lines  # noqa: E402
 
 from kubevipd.config.model import ElectionSpec  # noqa: E402
 from kubevipd.election.base import ErrorKind, LeaderRecord, Observer, Op, WriteResult  # noqa: E402
+from kubevipd.handoff import SUPER_ADMIN, super_admin_fallback  # noqa: E402
 
 log = logging.getLogger("kubevipd.election")
 
-SUPER_ADMIN = "super-admin.conf"
 ADMIN_RETRY_S = 30.0  # while on super-admin.conf, how often to try admin.conf again
 WATCH_SECONDS = 60  # server-side watch timeout; the stream is restarted after it
 
@@ -157,8 +157,7 @@ class LeaseElection:
         self.name = spec.lease_name
         self._server = spec.server
         self._primary_path = spec.kubeconfig
-        fallback = spec.kubeconfig.parent / SUPER_ADMIN
-        self._fallback_path = fallback if spec.kubeconfig.name == "admin.conf" else None
+        self._fallback_path = super_admin_fallback(spec.kubeconfig)
         self._primary = _Client(spec.kubeconfig, spec.server)
         self._active = self._primary
         self._fallback: _Client | None = None

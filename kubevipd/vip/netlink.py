@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from kubevipd.lazyimport import defer_pyroute2
 
 defer_pyroute2()  # before the first pyroute2 import: only IPRoute's modules load
+# pyroute2 reads /proc/net/psched at import for its tc support, which kubevipd does not use, and
+# warns twice where the unit hides /proc/net (ProcSubset=pid): noise in the journal.
+logging.getLogger("pyroute2.netlink.rtnl.tcmsg.common").setLevel(logging.ERROR)
 
 from pyroute2.iproute.linux import IPRoute  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402

@@ -18,6 +18,8 @@ mkdir -p "$SRC"
   | grep -zv '^packaging/deb/debian/' | xargs -0 tar -cf - --no-recursion) | tar -xf - -C "$SRC"
 cp -r "$ROOT/packaging/deb/debian" "$SRC/debian"
 cp "$ROOT/systemd/kubevipd.service" "$SRC/debian/kubevipd.service"
+cp "$ROOT/systemd/kubevipd-kubeconfig.service" "$SRC/debian/kubevipd.kubevipd-kubeconfig.service"
+cp "$ROOT/systemd/kubevipd-kubeconfig.path" "$SRC/debian/kubevipd.kubevipd-kubeconfig.path"
 # Debian's python and tools, never a pyenv shim on PATH.
 (cd "$SRC" && env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$WORK" LC_ALL=C.UTF-8 \
   dpkg-buildpackage -us -uc -b >"$WORK/build.log" 2>&1) || { tail -50 "$WORK/build.log" >&2; exit 1; }

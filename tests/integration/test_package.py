@@ -80,8 +80,10 @@ def test_the_package_ships_what_operators_need(deb: Path) -> None:
     for path in (
         "./usr/bin/kubevipd",
         "./lib/systemd/system/kubevipd.service",
+        "./lib/systemd/system/kubevipd-kubeconfig.service",
+        "./lib/systemd/system/kubevipd-kubeconfig.path",
+        "./usr/lib/sysusers.d/kubevipd.conf",
         "./usr/share/doc/kubevipd/examples/kubevip.yaml.example",
-        "./usr/share/doc/kubevipd/examples/hardened.conf",
         "./usr/share/kubevipd/schema.json",
         "./usr/share/man/man8/kubevipd.8.gz",
         "./usr/lib/python3/dist-packages/kubevipd/config/schema.json",

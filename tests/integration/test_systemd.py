@@ -26,6 +26,7 @@ from .systemd_pid1 import SystemdContainer, Unavailable
 
 pytestmark = pytest.mark.root
 UNIT = "kubevipd"
+COPIER = "kubevipd-kubeconfig"
 # The shipped defaults (5s/3s/1s): the unit's watchdog is sized for them.
 ELECTION = {"lease_duration": "5s", "renew_deadline": "3s", "retry_period": "1s"}
 
@@ -56,7 +57,7 @@ class States:
 
 
 @pytest.fixture
-def setup(built_deb: Path, tmp_path: Path) -> Iterator[tuple[Lab, SystemdContainer, Node]]:
+def setup(built_deb: Path, tmp_path: Path) -> Iterator[tuple[Lab, SystemdContainer, Node, str]]:
     require_root()
     lab = Lab.create(2)
     try:
@@ -88,31 +89,43 @@ def setup(built_deb: Path, tmp_path: Path) -> Iterator[tuple[Lab, SystemdContain
             for n in lab.nodes[:2]:
                 lab.write_config(n, election=ELECTION)
             doc = yaml.safe_load(lab.write_config(node, election=ELECTION).read_text())
+            # kubeadm writes admin.conf (root, 0600) after kubevipd started: the test does too.
             kubeconfig = Path(doc["election"]["kubeconfig"]).read_text()
             doc["election"]["kubeconfig"] = "/etc/kubernetes/admin.conf"
-            c.write("/etc/kubernetes/admin.conf", kubeconfig, mode="0600")
             c.write("/etc/kubevip.yaml", yaml.safe_dump(doc))
-            yield lab, c, node
+            yield lab, c, node, kubeconfig
         finally:
             c.stop()
     finally:
         lab.destroy()
 
 
-def test_the_package_under_systemd(setup: tuple[Lab, SystemdContainer, Node]) -> None:
-    lab, c, sd = setup
+def test_the_package_under_systemd(setup: tuple[Lab, SystemdContainer, Node, str]) -> None:
+    lab, c, sd, kubeconfig = setup
     n1, n2 = lab.nodes[0], lab.nodes[1]
     assert c.systemctl("is-enabled", UNIT, check=False).stdout.strip() == "disabled"
     assert c.prop(UNIT, "ActiveState") == "inactive"  # apt/dpkg install starts nothing
+    assert c.run("id", "-u", "kubevipd").stdout.strip() != "0"  # the package made its user
 
-    # enable --now blocks until READY=1: activating first, then active.
+    # enable --now blocks until READY=1: activating first, then active. As before `kubeadm
+    # init`, there is no kubeconfig yet: the daemon waits for it.
     with States(c) as states:
         c.systemctl("enable", "--now", UNIT)
         assert c.prop(UNIT, "ActiveState") == "active"
         time.sleep(0.1)
     assert "activating" in states.seen and states.seen[-1] == "active", states.seen
     assert states.seen.index("activating") < states.seen.index("active")
-    assert lab.wait_for(lambda: lab.holders() == ["sd"], 10), c.journal(UNIT)
+    assert "waiting for /etc/kubernetes/admin.conf" in c.prop(UNIT, "StatusText")
+    assert lab.holders() == []
+
+    # The daemon is not root, and gets the root-only kubeconfig the moment it is written.
+    main = c.prop(UNIT, "MainPID")
+    assert c.run("stat", "-c", "%U", f"/proc/{main}").stdout.strip() == "kubevipd"
+    c.write("/etc/kubernetes/admin.conf", kubeconfig, mode="0600")
+    assert lab.wait_for(lambda: lab.holders() == ["sd"], 10), c.journal(UNIT) + c.journal(COPIER)
+    copy = c.run("stat", "-c", "%a %U %G", "/run/kubevipd-kubeconfig/admin.conf").stdout
+    assert copy.split() == ["440", "root", "kubevipd"]
+    assert "copied /etc/kubernetes/admin.conf" in c.journal(COPIER)
     assert lab.wait_for(lambda: c.prop(UNIT, "StatusText").startswith("leader of"), 5)
     status = c.run("kubevipd", "status").stdout
     assert "role:         leader" in status and "present here" in status
@@ -200,3 +213,9 @@ def test_the_package_under_systemd(setup: tuple[Lab, SystemdContainer, Node]) ->
         assert lab.wait_for(lambda: c.prop(UNIT, "ActiveState") == "active", 20)
         c.systemctl("stop", UNIT)
     assert sampler.max_holders <= 1, sampler.double[:5]
+
+    # Removing the package stops the kubeconfig watcher and deletes the copies.
+    assert c.prop(f"{COPIER}.path", "ActiveState") == "active"
+    c.run("dpkg", "-r", "kubevipd", timeout=300)
+    assert c.prop(f"{COPIER}.path", "ActiveState") == "inactive"
+    assert c.run("test", "-e", "/run/kubevipd-kubeconfig", check=False).returncode == 1

@@ -22,12 +22,29 @@ def test_the_kubeconfig_credential_wins_over_the_path(
 ) -> None:
     c = cfg("vip: {address: 192.0.2.75}\n")
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
     assert election_spec(c).kubeconfig == Path("/etc/kubernetes/admin.conf")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert election_spec(c).kubeconfig == Path("/etc/kubernetes/admin.conf")  # none given
     (tmp_path / "kubeconfig").write_text("x")
     assert election_spec(c).kubeconfig == tmp_path / "kubeconfig"
     assert election_spec(c).lease_name == "plndr-cp-lock"
+
+
+def test_the_non_root_daemon_reads_the_copy_of_the_kubeconfig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = cfg("vip: {address: 192.0.2.75}\n")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setenv("KUBEVIPD_KUBECONFIG_DIR", "/run/kubevipd-kubeconfig")
+    # Same file name, so kubeadm's super-admin.conf fallback is looked for beside the copy.
+    assert election_spec(c).kubeconfig == Path("/run/kubevipd-kubeconfig/admin.conf")
+    k3s = cfg("vip: {address: 192.0.2.75}\nelection: {kubeconfig: /etc/rancher/k3s/k3s.yaml}\n")
+    assert election_spec(k3s).kubeconfig == Path("/run/kubevipd-kubeconfig/k3s.yaml")
+    # A systemd credential still wins.
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    (tmp_path / "kubeconfig").write_text("x")
+    assert election_spec(c).kubeconfig == tmp_path / "kubeconfig"
 
 
 def test_vips_take_the_family_default_prefix_or_the_configured_one() -> None:

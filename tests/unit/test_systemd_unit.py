@@ -13,16 +13,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "kubevipd.service"
-HARDENED = ROOT / "systemd" / "hardened.conf"
+COPIER = ROOT / "systemd" / "kubevipd-kubeconfig.service"
+WATCHER = ROOT / "systemd" / "kubevipd-kubeconfig.path"
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
 
 
-def service() -> configparser.SectionProxy:
+def section(unit: Path, name: str = "Service") -> configparser.SectionProxy:
     p = configparser.ConfigParser(strict=False, interpolation=None)
     p.optionxform = str  # type: ignore[assignment,method-assign]
-    p.read_string(UNIT.read_text())
-    return p["Service"]
+    p.read_string(unit.read_text())
+    return p[name]
+
+
+def service() -> configparser.SectionProxy:
+    return section(UNIT)
 
 
 def test_the_unit_is_a_notify_service_with_a_watchdog_and_a_crash_cleanup() -> None:
@@ -39,27 +44,57 @@ def test_the_unit_is_a_notify_service_with_a_watchdog_and_a_crash_cleanup() -> N
     text = UNIT.read_text()
     for line in (
         "ConditionPathExists=/etc/kubevip.yaml",
-        "After=network-online.target",
+        "After=network-online.target kubevipd-kubeconfig.service",
         "Before=kubelet.service",
         "WantedBy=multi-user.target",
     ):
         assert line in text.splitlines()
 
 
-def _installed_copy(tmp_path: Path) -> Path:
-    """The unit with /usr/bin/kubevipd pointing at this checkout's kubevipd."""
+def test_the_daemon_is_not_root_and_gets_the_kubeconfig_from_the_copier() -> None:
+    s = service()
+    assert s["User"] == "kubevipd" and s["Group"] == "kubevipd"
+    assert s["AmbientCapabilities"] == s["CapabilityBoundingSet"]
+    assert s["Environment"] == "KUBEVIPD_KUBECONFIG_DIR=/run/kubevipd-kubeconfig"
+    wants = section(UNIT, "Unit")["Wants"].split()
+    assert {"kubevipd-kubeconfig.service", "kubevipd-kubeconfig.path"} <= set(wants)
+    copier = section(COPIER)
+    assert copier["Type"] == "oneshot" and "User" not in copier  # root, to read root's files
+    assert copier["Group"] == "kubevipd" and copier["CapabilityBoundingSet"] == ""
+    assert copier["RuntimeDirectory"] == "kubevipd-kubeconfig"
+    assert copier["RuntimeDirectoryMode"] == "0750" and copier["RuntimeDirectoryPreserve"] == "yes"
+    assert copier["ExecStart"].endswith("--to /run/kubevipd-kubeconfig")
+    assert copier["PrivateNetwork"] == "yes"
+    watched = [
+        line.split("=", 1)[1]
+        for line in WATCHER.read_text().splitlines()
+        if line.startswith("PathChanged=")
+    ]
+    assert watched == [
+        "/etc/kubernetes/admin.conf",
+        "/etc/kubernetes/super-admin.conf",
+        "/etc/rancher/k3s/k3s.yaml",
+    ]
+    assert section(WATCHER, "Path")["Unit"] == "kubevipd-kubeconfig.service"
+
+
+def _installed_copies(tmp_path: Path) -> list[Path]:
+    """The units with /usr/bin/kubevipd pointing at this checkout's kubevipd."""
     exe = shutil.which("kubevipd", path=str(Path(sys.executable).parent))
     assert exe, "kubevipd is not installed in this environment"
-    copy = tmp_path / "kubevipd.service"
-    copy.write_text(UNIT.read_text().replace("/usr/bin/kubevipd", exe))
-    return copy
+    copies = []
+    for unit in (UNIT, COPIER, WATCHER):
+        copy = tmp_path / unit.name
+        copy.write_text(unit.read_text().replace("/usr/bin/kubevipd", exe))
+        copies.append(copy)
+    return copies
 
 
 @needs_analyze
 def test_systemd_analyze_verify_is_clean(tmp_path: Path) -> None:
     assert ANALYZE
     r = subprocess.run(
-        [ANALYZE, "verify", "--man=no", str(_installed_copy(tmp_path))],
+        [ANALYZE, "verify", "--man=no", *map(str, _installed_copies(tmp_path))],
         capture_output=True,
         text=True,
         timeout=60,
@@ -79,29 +114,11 @@ def _exposure(args: list[str]) -> float:
 
 
 @needs_analyze
-def test_security_exposure_of_the_default_unit() -> None:
-    # Root is needed for kubeadm's flow (the kubeconfig appears, root-only, after start);
-    # everything else is locked down. See docs/systemd.md.
-    assert _exposure([str(UNIT)]) <= 2.1
+@pytest.mark.parametrize("unit", [UNIT, COPIER], ids=lambda u: u.name)
+def test_security_exposure_is_at_most_2_0(unit: Path) -> None:
+    assert _exposure([str(unit)]) <= 2.0
     r = subprocess.run(
-        [ANALYZE, "security", "--offline=yes", "--threshold=21", str(UNIT)],  # type: ignore[list-item]
-        capture_output=True,
-        timeout=60,
-    )
-    assert r.returncode == 0
-
-
-@needs_analyze
-def test_security_exposure_with_the_hardened_drop_in(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    units = root / "etc" / "systemd" / "system"
-    (units / "kubevipd.service.d").mkdir(parents=True)
-    shutil.copy(UNIT, units / "kubevipd.service")
-    shutil.copy(HARDENED, units / "kubevipd.service.d" / "hardened.conf")
-    args = [f"--root={root}", "kubevipd.service"]
-    assert _exposure(args) <= 2.0
-    r = subprocess.run(
-        [ANALYZE, "security", "--offline=yes", "--threshold=20", *args],  # type: ignore[list-item]
+        [ANALYZE, "security", "--offline=yes", "--threshold=20", str(unit)],  # type: ignore[list-item]
         capture_output=True,
         timeout=60,
     )

@@ -86,7 +86,10 @@ def load(path: str | Path) -> Loaded:
             [Diagnostic(name, None, None, "", "is a directory, not a file")]
         ) from None
     except PermissionError:
-        msg = "cannot read: permission denied (run as root, or check the file's mode)"
+        msg = (
+            "cannot read: permission denied (the daemon runs as the user kubevipd: make the "
+            "file readable by it, e.g. mode 0644, or 0640 with group kubevipd)"
+        )
         raise ConfigError([Diagnostic(name, None, None, "", msg)]) from None
     except OSError as e:
         raise ConfigError(

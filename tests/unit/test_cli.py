@@ -106,7 +106,8 @@ def test_permission_error_message(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as raised:
         load("/etc/kubevip.yaml")
     assert str(raised.value) == (
-        "/etc/kubevip.yaml: cannot read: permission denied (run as root, or check the file's mode)"
+        "/etc/kubevip.yaml: cannot read: permission denied (the daemon runs as the user "
+        "kubevipd: make the file readable by it, e.g. mode 0644, or 0640 with group kubevipd)"
     )
 
 

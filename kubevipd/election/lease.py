@@ -119,10 +119,21 @@ def _api_error_text(e: ApiException) -> str:
     return f"HTTP {e.status}: {msg}"
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is rewritten or replaced (``kubeadm certs renew``, the copier)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class _Client:
     """One kubeconfig's API client."""
 
     def __init__(self, path: Path, server: str | None) -> None:
+        self.stamp = _stamp(path)
+        self.server = server
         cfg = Configuration()
         try:
             load_kube_config(config_file=str(path), client_configuration=cfg, persist_config=False)
@@ -141,6 +152,11 @@ class _Client:
         self.ca_file: str | None = cfg.ssl_ca_cert
         self.api_client = ApiClient(cfg)
         self.api = CoordinationV1Api(self.api_client)
+
+    def changed(self) -> bool:
+        """The file was rewritten since it was loaded (and is there now)."""
+        now = _stamp(self.path)
+        return now is not None and now != self.stamp
 
     def close(self) -> None:
         pool = getattr(self.api_client.rest_client, "pool_manager", None)
@@ -308,8 +324,29 @@ class LeaseElection:
         half = max(0.05, timeout / 2)
         return {"_request_timeout": (half, half), "_preload_content": False}
 
+    def _reload_changed(self) -> None:
+        """Load a kubeconfig again once its file changed: renewed certificates (``kubeadm certs
+        renew``) take effect without a restart, before the old ones expire."""
+        with self._lock:
+            for attr in ("_primary", "_fallback"):
+                old: _Client | None = getattr(self, attr)
+                if old is None or not old.changed():
+                    continue
+                try:
+                    new = _Client(old.path, old.server)
+                except ElectionSetupError as e:  # caught mid-write: the next call tries again
+                    log.debug("%s changed but cannot be used yet: %s", old.path, e)
+                    continue
+                setattr(self, attr, new)
+                if self._active is old:
+                    self._active = new
+                # The old client is not closed: a watch may still be reading through it; it
+                # ends within WATCH_SECONDS and the next one uses the new client.
+                log.info("%s changed; loaded it again", old.path)
+
     def _call(self, fn: Callable[[CoordinationV1Api], Any]) -> Any:
         """Run ``fn`` with the active client; handles kubeadm's super-admin.conf fallback."""
+        self._reload_changed()
         with self._lock:
             active = self._active
             try_primary = active is not self._primary and time.monotonic() >= self._next_primary_try

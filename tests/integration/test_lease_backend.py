@@ -152,6 +152,24 @@ def test_super_admin_conf_is_used_while_admin_conf_has_no_rights(
     assert any("works now" in r.message for r in caplog.records)
 
 
+def test_a_rewritten_kubeconfig_is_loaded_again(
+    api: LabApiServer, kubeconfig: KubeconfigFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    kc = kubeconfig("lab-n1-token", name="kubevip.conf")
+    e = election(kc)
+    caplog.set_level(logging.INFO, "kubevipd.election")
+    assert e.read(2.0).ok
+    # `kubeadm certs renew`: the file gets a new credential and the old one stops working.
+    assert kubeconfig("lab-n2-token", name="kubevip.conf") == kc
+    del api.tokens["lab-n1-token"]
+    out = e.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 2.0)
+    assert out.ok, out.error
+    assert any("changed; loaded it again" in r.message for r in caplog.records)
+    # A file caught half-written is not used; the working client stays.
+    kc.write_text("apiVersion: v1\nkind: Config\n")
+    assert e.read(2.0).ok
+
+
 def test_no_fallback_for_other_kubeconfigs(kubeconfig: KubeconfigFactory) -> None:
     kubeconfig("lab-admin-token", name="super-admin.conf")
     e = election(kubeconfig("lab-nobody-token", name="kubevip.conf"))

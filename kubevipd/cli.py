@@ -17,6 +17,7 @@ from kubevipd import __version__
 
 if TYPE_CHECKING:
     from kubevipd.config import Loaded
+    from kubevipd.config.model import Config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -243,32 +244,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 EXIT_NOT_RUNNING = 3
 
 
-def cmd_cleanup(args: argparse.Namespace) -> int:
-    path = args.config or _default_config()
-    loaded = _load(path)
+def _helper_config(args: argparse.Namespace) -> Config | None:
+    """The config for a short helper that systemd runs (cleanup, copy-kubeconfig); its log
+    lines go to the journal as they are."""
+    loaded = _load(args.config or _default_config())
     if loaded is None:
-        return EXIT_CONFIG
+        return None
     import logging
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return loaded.config
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    cfg = _helper_config(args)
+    if cfg is None:
+        return EXIT_CONFIG
     from kubevipd.cleanup import cleanup
     from kubevipd.status import run_dir
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return cleanup(loaded.config, run_dir(args.run_dir))
+    return cleanup(cfg, run_dir(args.run_dir))
 
 
 def cmd_copy_kubeconfig(args: argparse.Namespace) -> int:
-    path = args.config or _default_config()
-    loaded = _load(path)
-    if loaded is None:
+    cfg = _helper_config(args)
+    if cfg is None:
         return EXIT_CONFIG
-    import logging
-
     from kubevipd import handoff
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     dest = args.to or os.environ.get(handoff.KUBECONFIG_DIR_ENV) or str(handoff.DEFAULT_DIR)
-    return handoff.run(loaded.config, Path(dest))
+    return handoff.run(cfg, Path(dest))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

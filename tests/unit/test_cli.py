@@ -230,3 +230,20 @@ def test_import_from_stdin_and_bad_input() -> None:
     assert r.returncode == 1 and "no Pod or DaemonSet with a kube-vip container" in r.stderr
     r = kubevipd("import-manifest", "/nonexistent/vip.yaml")
     assert r.returncode == 1 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_copy_kubeconfig_copies_into_the_directory_from_the_environment(tmp_path: Path) -> None:
+    admin = tmp_path / "admin.conf"
+    admin.write_text("kubeconfig")
+    conf = tmp_path / "kubevip.yaml"
+    conf.write_text(f"vip: {{address: 192.0.2.75}}\nelection: {{kubeconfig: {admin}}}\n")
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    r = kubevipd(
+        "copy-kubeconfig", "--config", str(conf), env={"KUBEVIPD_KUBECONFIG_DIR": str(copies)}
+    )
+    assert r.returncode == 0, r.stderr
+    assert (copies / "admin.conf").read_text() == "kubeconfig"
+    assert f"copied {admin} to {copies / 'admin.conf'}" in r.stderr
+    conf.write_text("vip: {address: 192.0.2.75}\nelection: {lease_duration: 1s}\n")
+    assert kubevipd("copy-kubeconfig", "--config", str(conf), "--to", str(copies)).returncode == 2

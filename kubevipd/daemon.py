@@ -32,6 +32,7 @@ log = logging.getLogger("kubevipd.daemon")
 # Gratuitous ARP / unsolicited NA after a takeover: at once, then these offsets (seconds).
 ANNOUNCE_BURST = (0.0, 0.25, 0.5, 1.0)
 REPEAT_EVERY = 60.0  # seconds between two log lines of the same repeating failure
+ADD_RETRY_MAX = 60.0  # seconds: the longest a node that could not add the VIP stays out
 
 
 class Role(enum.Enum):
@@ -76,11 +77,18 @@ class VipMissing:
 
 
 @dataclass(frozen=True)
+class VipAddFailed:
+    """Netlink refused the VIP (the interface went away, IPv6 is off on it, ...)."""
+
+    error: str
+
+
+@dataclass(frozen=True)
 class Stop:
     reason: str = "SIGTERM"
 
 
-Event = Observed | WriteDone | HealthChanged | LinkChanged | VipMissing | Stop
+Event = Observed | WriteDone | HealthChanged | LinkChanged | VipMissing | VipAddFailed | Stop
 
 
 # ------------------------------------------------------------------ actions
@@ -159,6 +167,10 @@ class Machine:
     announce_due: list[float] = field(default_factory=list)
     step_down_reason: str = ""
     release_pending: bool = False
+    # After the VIP could not be added: no campaign before then, so the lease goes to a node
+    # that can hold the VIP instead of coming back here at once.
+    cannot_hold_until: float = 0.0
+    add_failures: int = 0  # in a row; a renew after the VIP went up resets it
     # The last repeating warning and when it was logged: a failure that repeats every retry
     # period is logged once a minute, not every second.
     _repeat: tuple[str, float] = ("", 0.0)
@@ -186,6 +198,8 @@ class Machine:
                 log.warning("VIP disappeared from the interface while leader; restoring it")
                 out.append(AddVip())
                 self._start_announcing()
+        elif isinstance(event, VipAddFailed):
+            self._vip_add_failed(event.error, out)
         elif isinstance(event, Stop):
             if not self.stopping:
                 log.info("stopping (%s)", event.reason)
@@ -260,6 +274,15 @@ class Machine:
             self.link_down_since = self.now
             log.warning("interface lost carrier")
 
+    def _vip_add_failed(self, error: str, out: list[Action]) -> None:
+        """A leader that cannot hold the VIP hands the lease to one that can, and waits before
+        it campaigns again: a lease duration, doubling while it keeps failing, up to a minute."""
+        wait = min(self.t.lease_duration * 2**self.add_failures, ADD_RETRY_MAX)
+        self.add_failures += 1
+        self.cannot_hold_until = self.now + wait
+        if self.role is Role.LEADER:
+            self._step_down(out, f"cannot add the VIP ({error}); not campaigning for {wait:g}s")
+
     def _gate_open(self) -> bool:
         return not self.t.health_gate or self.healthy is True
 
@@ -296,6 +319,7 @@ class Machine:
                 self.next_renew = ev.sent_at + self.t.retry_period
                 self.last_renew_ok = ev.sent_at
                 self.degraded = r.record.degraded
+                self.add_failures = 0
             elif r.conflict and r.record is not None and r.record.holder == self.identity:
                 self.next_renew = self.now  # someone touched the lease; renew on the new version
             elif r.conflict or r.missing:
@@ -455,7 +479,7 @@ class Machine:
         if not self._gate_open():
             # Give healthy nodes a full lease duration to take it first.
             at += self.t.lease_duration
-        return at
+        return max(at, self.cannot_hold_until)
 
     # ---------------------------------------------------------------- helpers
 

@@ -37,6 +37,7 @@ from kubevipd.daemon import (
     Role,
     Stop,
     Timings,
+    VipAddFailed,
     VipMissing,
     Write,
     WriteDone,
@@ -328,6 +329,7 @@ class Runner:
                 self.link.add()
             except InterfaceError as e:
                 log.error("%s", e)
+                self.q.put(VipAddFailed(str(e)))
         elif isinstance(a, RemoveVip):
             try:
                 self.link.remove()

@@ -373,6 +373,27 @@ def test_dual_stack_vip_and_unsolicited_neighbour_advertisements(run: Run) -> No
     run.assert_client_reaches(new)
 
 
+def test_a_leader_that_cannot_add_the_vip_hands_over(run: Run) -> None:
+    lab = run.lab
+    first = run.restart_all(vip={"address": [lab.vip, lab.vip6]})
+    # IPv6 switched off on the leader's interface takes the IPv6 VIP away, and netlink refuses
+    # to put it back: the leader must hand the lease to a node that can hold the VIP.
+    subprocess.run(
+        ["ip", "netns", "exec", first.netns,
+         "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1"],
+        check=True,
+        timeout=10,
+    )  # fmt: skip
+    new = run.wait_new_leader(first.name, 5)
+    log = lab.log_text(first)
+    assert "stepping down: cannot add the VIP" in log, run.logs()
+    run.assert_client_reaches(new)
+    # It stays with the node that can hold it.
+    time.sleep(4.0)  # past the lease duration (3s) that keeps the failed node out
+    assert lab.holders() == [new.name]
+    assert first.running
+
+
 def test_a_link_flap_shorter_than_the_grace_keeps_the_leader_and_reannounces(run: Run) -> None:
     # In the lab a pulled cable also cuts the node from its "local apiserver": two failed health
     # checks (400ms) would hand over before the 500ms grace. Without the gate only carrier acts.

@@ -18,6 +18,7 @@ from kubevipd.daemon import (
     Role,
     Stop,
     Timings,
+    VipAddFailed,
     VipMissing,
     Write,
     WriteDone,
@@ -299,6 +300,48 @@ def test_a_vip_deleted_by_hand_is_restored_and_announced() -> None:
     s, _ = leader()
     out = s.ev(VipMissing())
     assert out[:2] == [AddVip(), Announce()]
+
+
+def test_a_leader_that_cannot_add_the_vip_hands_the_lease_to_a_node_that_can() -> None:
+    s, _ = leader()
+    out = s.ev(VipAddFailed("cannot add fd00::75/128 to eth0: Permission denied"))
+    assert out[0] == RemoveVip()  # whatever part of it went up
+    w = s.write_of(out)
+    assert w.op == "release" and s.m.role is Role.STEPPING_DOWN
+    s.complete(w)
+    assert s.m.role is Role.FOLLOWER
+    # The released lease is free, but this node stays out for a lease duration (5s) ...
+    released = replace(w.record, version="2")
+    assert s.ev(Observed(released)) == []
+    assert s.tick(4.9) == []
+    # ... then campaigns again; failing again doubles the wait (10s).
+    w = s.write_of(s.tick(0.2))
+    assert w.op == "acquire"
+    assert AddVip() in s.complete(w)
+    w = s.write_of(s.ev(VipAddFailed("still no IPv6")))
+    assert w.op == "release"
+    s.complete(w)
+    s.ev(Observed(replace(w.record, version="4")))
+    assert s.tick(9.9) == []
+    assert s.write_of(s.tick(0.2)).op == "acquire"
+
+
+def test_a_node_that_added_the_vip_and_renewed_forgets_its_failures() -> None:
+    s, _ = leader()
+    s.ev(VipAddFailed("interface gone"))
+    assert s.m.add_failures == 1
+    s2, _ = leader()
+    s2.m.add_failures = 3
+    s2.complete(s2.write_of(s2.tick(1.0)))  # a renew while holding the VIP
+    assert s2.m.add_failures == 0
+
+
+def test_a_failed_add_while_following_only_delays_the_next_campaign() -> None:
+    s = Sim("n2")
+    s.healthy()
+    s.ev(Observed(held_by("n1")))
+    assert s.ev(VipAddFailed("late news")) == []
+    assert s.m.role is Role.FOLLOWER and s.m.cannot_hold_until == s.now + 5
 
 
 def test_a_vip_gone_while_following_is_left_alone() -> None:

@@ -22,9 +22,12 @@ def run_dir(override: str | None = None) -> Path:
 
 
 def write(directory: Path, state: dict[str, Any]) -> None:
+    """Mode 0644 whatever the umask (the unit's is 0077): it holds no secret, and ``kubevipd
+    status`` should work for any user who may look at the service."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{FILE}.{os.getpid()}"
     tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    tmp.chmod(0o644)
     os.replace(tmp, directory / FILE)
 
 

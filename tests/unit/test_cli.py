@@ -188,6 +188,17 @@ def test_status_of_a_stale_file_says_not_running(tmp_path: Path) -> None:
     assert "192.0.2.75 on eth0" in r.stdout
 
 
+def test_the_status_file_is_readable_by_anyone_whatever_the_umask(tmp_path: Path) -> None:
+    from kubevipd import status
+
+    old = os.umask(0o077)  # the unit's
+    try:
+        status.write(tmp_path, {"pid": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "status.json").stat().st_mode & 0o777 == 0o644
+
+
 def test_schema_prints_the_shipped_schema() -> None:
     r = kubevipd("schema")
     assert r.returncode == 0

@@ -415,9 +415,21 @@ class Runner:
             self.notifier.ready(self._status_line())
             return
         old = self.cfg
-        if new.election != old.election or new.node_name != old.node_name:
-            log.warning("election settings or node_name changed: they take effect after a restart")
-            new = replace(new, election=old.election, node_name=old.node_name)
+        # The timings apply from the next decision (the leader's from its next renewal, which
+        # also writes the new lease duration for the followers); who we are and which Lease we
+        # use through which kubeconfig need a new connection: that is a restart (a hand-over).
+        kept = replace(
+            old.election,
+            lease_duration=new.election.lease_duration,
+            renew_deadline=new.election.renew_deadline,
+            retry_period=new.election.retry_period,
+        )
+        if new.election != kept or new.node_name != old.node_name:
+            log.warning(
+                "node_name or the election's lease, namespace, kubeconfig or server changed: "
+                "they take effect after a restart (systemctl restart kubevipd hands over)"
+            )
+            new = replace(new, election=kept, node_name=old.node_name)
         try:
             check_supported(new)
         except RunError as e:
@@ -457,10 +469,15 @@ class Runner:
         assert self.link is not None
         self.machine.vip_text = self._vip_text()
         self.machine.link_up = self.link.carrier()
-        if holding:
-            self.link.add()
-            self.machine.restart_announcing()
         log.info("VIP changed from %s to %s", old_text, self._vip_text())
+        if holding:
+            try:
+                self.link.add()
+            except InterfaceError as e:
+                log.error("%s", e)
+                self.q.put(VipAddFailed(str(e)))
+                return
+            self.machine.restart_announcing()
 
     # shutdown ---------------------------------------------------------------
 

@@ -228,6 +228,21 @@ def test_sighup_moves_the_vip_and_keeps_an_invalid_config_out(run: Run) -> None:
     # Removing the old address is part of the move, not a VIP "deleted by hand".
     assert "VIP disappeared" not in run.lab.log_text(leader)
 
+    # New timings apply at once: the next renewal writes the new lease duration. Another Lease
+    # name needs a restart: it is kept, and the log says so.
+    doc["election"].update(lease_duration="4s", renew_deadline="3s", lease_name="other-lock")
+    leader.config.write_text(yaml.safe_dump(doc))
+    run.lab.signal(leader, signal.SIGHUP)
+
+    def lease_duration() -> object:
+        spec = run.lab.api.store.get("kube-system", "plndr-cp-lock")["spec"]
+        return spec["leaseDurationSeconds"]  # type: ignore[index]
+
+    assert run.lab.wait_for(lambda: lease_duration() == 4, 5), run.logs()
+    assert "take effect after a restart" in run.lab.log_text(leader)
+    assert ("kube-system", "other-lock") not in run.lab.api.store.objects
+    assert moved in addrs() and "lost leadership" not in run.lab.log_text(leader)
+
 
 def test_metrics(run: Run) -> None:
     node = next(n for n in run.lab.nodes if n is not run.leader)

@@ -27,6 +27,12 @@ log = logging.getLogger("kubevipd")
 DEFAULT_DIR = Path("/run/kubevipd-kubeconfig")
 KUBECONFIG_DIR_ENV = "KUBEVIPD_KUBECONFIG_DIR"  # the unit sets it; resolve.election_spec reads it
 MODE = 0o440
+# What kubevipd-kubeconfig.path watches (a test keeps the two in step).
+WATCHED = (
+    Path("/etc/kubernetes/admin.conf"),
+    Path("/etc/kubernetes/super-admin.conf"),
+    Path("/etc/rancher/k3s/k3s.yaml"),
+)
 ADMIN = "admin.conf"
 SUPER_ADMIN = "super-admin.conf"
 
@@ -89,6 +95,13 @@ def run(cfg: Config, dest: Path) -> int:
         return 1
     for line in changes:
         log.info("%s", line)
+    if cfg.election.kubeconfig not in WATCHED:
+        log.warning(
+            "%s is not watched by kubevipd-kubeconfig.path: a change to it reaches the daemon "
+            "only when kubevipd restarts; add PathChanged=%s in a drop-in (docs/systemd.md)",
+            cfg.election.kubeconfig,
+            cfg.election.kubeconfig,
+        )
     if not cfg.election.kubeconfig.exists():
         log.info(
             "%s does not exist yet; kubevipd-kubeconfig.path copies it when it appears",

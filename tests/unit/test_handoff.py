@@ -80,6 +80,18 @@ def test_a_renewed_file_replaces_the_copy_at_once_and_a_removed_one_goes(
     assert any("removed" in c for c in changes)
 
 
+def test_a_kubeconfig_the_path_unit_does_not_watch_is_named_in_a_warning(
+    dirs: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    src, dest = dirs
+    (src / "kubevip.conf").write_text("x")
+    assert handoff.run(config(src / "kubevip.conf"), dest) == 0
+    assert f"add PathChanged={src / 'kubevip.conf'} in a drop-in" in caplog.text
+    caplog.clear()
+    handoff.run(config(Path("/etc/kubernetes/admin.conf")), dest)
+    assert "not watched" not in caplog.text
+
+
 def test_a_missing_directory_is_an_error(dirs: tuple[Path, Path]) -> None:
     src, dest = dirs
     assert handoff.run(config(src / "admin.conf"), dest / "absent") == 1

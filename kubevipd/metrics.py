@@ -39,6 +39,11 @@ class Metrics:
         self.announcements = Counter(
             "kubevipd_announcements", "Gratuitous ARP / unsolicited NA frames sent", registry=r
         )
+        self.vip_add_failures = Counter(
+            "kubevipd_vip_add_failures",
+            "Times netlink refused the VIP (each one hands the lease over)",
+            registry=r,
+        )
 
     def serve(self, listen: str) -> None:
         host, port = split_listen(listen)

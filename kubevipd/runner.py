@@ -328,8 +328,7 @@ class Runner:
             try:
                 self.link.add()
             except InterfaceError as e:
-                log.error("%s", e)
-                self.q.put(VipAddFailed(str(e)))
+                self._vip_add_failed(e)
         elif isinstance(a, RemoveVip):
             try:
                 self.link.remove()
@@ -337,6 +336,12 @@ class Runner:
                 log.error("%s", e)
         elif isinstance(a, Announce):
             self.metrics.announcements.inc(self.announcer.announce())
+
+    def _vip_add_failed(self, e: InterfaceError) -> None:
+        """Netlink refused the VIP: the machine hands the lease over (VipAddFailed)."""
+        log.error("%s", e)
+        self.metrics.vip_add_failures.inc()
+        self.q.put(VipAddFailed(str(e)))
 
     def _write(self, election: LeaseElection, a: Write, sent_at: float) -> None:
         try:
@@ -474,8 +479,7 @@ class Runner:
             try:
                 self.link.add()
             except InterfaceError as e:
-                log.error("%s", e)
-                self.q.put(VipAddFailed(str(e)))
+                self._vip_add_failed(e)
                 return
             self.machine.restart_announcing()
 

@@ -244,6 +244,19 @@ def test_sighup_moves_the_vip_and_keeps_an_invalid_config_out(run: Run) -> None:
     assert moved in addrs() and "lost leadership" not in run.lab.log_text(leader)
 
 
+def scrape_metrics(node: Node, port: int = 2112) -> str:
+    """The node's /metrics page, or "" while it does not answer."""
+
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            return str(r.read().decode())
+
+    try:
+        return run_in_netns(node.netns, get)
+    except OSError:
+        return ""
+
+
 def test_metrics(run: Run) -> None:
     node = next(n for n in run.lab.nodes if n is not run.leader)
     run.lab.signal(node, signal.SIGTERM)
@@ -251,14 +264,7 @@ def test_metrics(run: Run) -> None:
     run.lab.start(node, metrics={"listen": "127.0.0.1:2112"})
 
     def scrape() -> str:
-        def get() -> str:
-            with urllib.request.urlopen("http://127.0.0.1:2112/metrics", timeout=2) as r:
-                return str(r.read().decode())
-
-        try:
-            return run_in_netns(node.netns, get)
-        except OSError:
-            return ""
+        return scrape_metrics(node)
 
     assert run.lab.wait_for(lambda: "kubevipd_leader 0.0" in scrape(), 10, interval=0.1)
     text = scrape()
@@ -390,7 +396,9 @@ def test_dual_stack_vip_and_unsolicited_neighbour_advertisements(run: Run) -> No
 
 def test_a_leader_that_cannot_add_the_vip_hands_over(run: Run) -> None:
     lab = run.lab
-    first = run.restart_all(vip={"address": [lab.vip, lab.vip6]})
+    first = run.restart_all(
+        vip={"address": [lab.vip, lab.vip6]}, metrics={"listen": "127.0.0.1:2112"}
+    )
     # IPv6 switched off on the leader's interface takes the IPv6 VIP away, and netlink refuses
     # to put it back: the leader must hand the lease to a node that can hold the VIP.
     subprocess.run(
@@ -402,6 +410,7 @@ def test_a_leader_that_cannot_add_the_vip_hands_over(run: Run) -> None:
     new = run.wait_new_leader(first.name, 5)
     log = lab.log_text(first)
     assert "stepping down: cannot add the VIP" in log, run.logs()
+    assert "kubevipd_vip_add_failures_total 1.0" in scrape_metrics(first)
     run.assert_client_reaches(new)
     # It stays with the node that can hold it.
     time.sleep(4.0)  # past the lease duration (3s) that keeps the failed node out

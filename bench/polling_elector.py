@@ -45,6 +45,7 @@ from kubernetes.leaderelection import electionconfig, leaderelection  # noqa: E4
 from kubernetes.leaderelection.leaderelectionrecord import LeaderElectionRecord  # noqa: E402
 
 from kubevipd.announce.arp import ArpAnnouncer  # noqa: E402
+from kubevipd.election.lease import microtime  # noqa: E402
 from kubevipd.vip.netlink import Vip, VipLink  # noqa: E402
 
 log = logging.getLogger("polling-elector")
@@ -68,10 +69,8 @@ def _to_module_time(s: str | None) -> str | None:
 
 
 def _to_microtime(s: str) -> str:
-    t = dt.datetime.fromisoformat(s)
-    if t.tzinfo is None:
-        t = t.astimezone()
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The module's time string (naive local time) -> MicroTime, as kubevipd writes it."""
+    return microtime(dt.datetime.fromisoformat(s))  # astimezone() takes naive as local
 
 
 class LeaseLock:

@@ -16,6 +16,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from kubevipd.config.errors import ConfigError, Diagnostic
 from kubevipd.config.model import (
@@ -34,6 +35,7 @@ from kubevipd.config.model import (
     MetricsSpec,
     SecretRef,
     VipSpec,
+    default_election_server,
 )
 
 PathItem = str | int
@@ -315,10 +317,9 @@ class _Checker:
         """The Config, or None when anything is wrong; sections in ``skip`` are not checked."""
         if skip:
             # Still check the sound sections, so every error is reported in one run.
-            if "vip" not in skip:
-                self._vip(self.doc["vip"])
+            sound_vip = self._vip(self.doc["vip"]) if "vip" not in skip else None
             if "election" not in skip:
-                self._election(self.doc.get("election", {}))
+                self._election(self.doc.get("election", {}), sound_vip)
             if "announce" not in skip:
                 self._announce(self.doc.get("announce", {"mode": "arp"}), None)
             if "metrics" not in skip:
@@ -327,7 +328,7 @@ class _Checker:
                 self._health(self.doc.get("health", {}))
             return None
         vip = self._vip(self.doc["vip"])
-        election = self._election(self.doc.get("election", {}))
+        election = self._election(self.doc.get("election", {}), vip)
         announce = self._announce(self.doc.get("announce", {"mode": "arp"}), vip)
         metrics = self._metrics(self.doc.get("metrics"))
         health = self._health(self.doc.get("health", {}))
@@ -443,7 +444,7 @@ class _Checker:
 
     # election -------------------------------------------------------------
 
-    def _election(self, e: Mapping[str, Any]) -> ElectionSpec | None:
+    def _election(self, e: Mapping[str, Any], vip: VipSpec | None) -> ElectionSpec | None:
         base = ElectionSpec()
         lease = self._duration(("election", "lease_duration"), e.get("lease_duration"))
         renew = self._duration(("election", "renew_deadline"), e.get("renew_deadline"))
@@ -468,6 +469,8 @@ class _Checker:
                 f"1.2 x retry_period ({retry}), as client-go requires",
             )
             ok = False
+        if "server" in e and vip is not None and not self._server_is_not_the_vip(e["server"], vip):
+            ok = False
         if not ok:
             return None
         return ElectionSpec(
@@ -480,6 +483,32 @@ class _Checker:
             renew_deadline=renew,
             retry_period=retry,
         )
+
+    def _server_is_not_the_vip(self, server: str, vip: VipSpec) -> bool:
+        """False, with the error, when election.server's host is the VIP itself.
+
+        Nobody holds the VIP at bootstrap, nor between a leader's crash and the next takeover:
+        an election that goes through it could never elect anyone then.
+        """
+        try:
+            parts = urlsplit(server)
+            host = parts.hostname or ""
+        except ValueError as e:  # e.g. an unclosed '[' the schema's pattern lets through
+            self.error(
+                ("election", "server"), f"must be a URL such as https://127.0.0.1:6443 ({e})"
+            )
+            return False
+        what = _vip_named_by(host, vip)
+        if what is None:
+            return True
+        shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"  # never a userinfo password
+        self.error(
+            ("election", "server"),
+            f"{shown} is {what}, which nobody holds at bootstrap or after a crash: the "
+            "election must reach this node's own apiserver; remove election.server "
+            f"(default {default_election_server(vip.port)}) or name a local address",
+        )
+        return False
 
     def _duration(self, path: FieldPath, raw: str | float | None) -> Duration | None:
         if raw is None:
@@ -625,6 +654,27 @@ class _Checker:
             except ValueError:
                 self.error(("metrics", "listen"), f"{host} is not an IPv6 address")
         return MetricsSpec(listen=listen)
+
+
+def _vip_named_by(host: str, vip: VipSpec) -> str | None:
+    """How ``host`` (a URL's host name, without brackets) names the VIP, or None if it does not."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        names = []
+        if vip.dns is not None:
+            names.append((vip.dns.name, "vip.dns.name"))
+        if vip.dhcp is not None:
+            names.append((vip.dhcp.hostname, "vip.dhcp.hostname"))
+        for vip_name, label in names:
+            if host.rstrip(".").lower() == vip_name.rstrip(".").lower():
+                return f"the VIP's DNS name ({label})"
+        return None
+    mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+    for vip_addr in vip.addresses:
+        if addr == vip_addr or mapped == vip_addr:
+            return "the VIP"
+    return None
 
 
 def unusable_reason(addr: IPAddress) -> str | None:

@@ -117,10 +117,22 @@ class VipSpec:
     port: int = 6443
 
 
+def default_election_server(port: int) -> str:
+    """The apiserver the election uses when election.server is unset: this node's own.
+
+    Never the VIP, which nobody holds at bootstrap or after a crash. kubeadm's certificate does
+    not name 127.0.0.1, so the name verified is ``kubernetes``; the kubeconfig gives only the
+    credentials and the CA.
+    """
+    return f"https://127.0.0.1:{port}"
+
+
 @dataclass(frozen=True)
 class ElectionSpec:
     backend: Literal["kubernetes"] = "kubernetes"
+    # Only credentials and the CA come from it, never the apiserver's address.
     kubeconfig: Path = Path("/etc/kubernetes/admin.conf")
+    # None: this node's own apiserver, default_election_server(vip.port). Never the VIP.
     server: str | None = None
     namespace: str = "kube-system"
     lease_name: str = "plndr-cp-lock"

@@ -120,6 +120,26 @@ def test_run_with_a_bad_config_exits_2_before_touching_anything(tmp_path: Path) 
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
 
 
+def test_check_config_and_run_refuse_an_election_server_at_the_vip(tmp_path: Path) -> None:
+    kc = tmp_path / "admin.conf"
+    kc.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
+    f = tmp_path / "kubevip.yaml"
+    f.write_text(
+        f"vip:\n  address: 192.168.0.75\nelection:\n  kubeconfig: {kc}\n"
+        "  server: https://192.168.0.75:6443\n"
+    )
+    line = (
+        f"{f}:5:11: election.server: https://192.168.0.75:6443 is the VIP, which nobody holds "
+        "at bootstrap or after a crash: the election must reach this node's own apiserver; "
+        "remove election.server (default https://127.0.0.1:6443) or name a local address"
+    )
+    r = kubevipd("check-config", str(f))
+    assert (r.returncode, r.stdout, r.stderr.splitlines()) == (2, "", [line])
+    r = kubevipd("run", "--config", str(f), "--run-dir", str(tmp_path / "run"))
+    assert (r.returncode, r.stderr.splitlines()) == (2, [line])
+    assert not (tmp_path / "run").exists()
+
+
 def _run_config(tmp_path: Path, extra: str) -> Path:
     kc = tmp_path / "admin.conf"
     kc.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")

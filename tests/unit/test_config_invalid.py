@@ -220,6 +220,63 @@ CASES = [
         "must be a URL",
     ),
     (
+        "server is the IPv4 VIP",
+        OK_VIP + "election:\n  server: https://192.168.0.75:6443\n",
+        3,
+        11,
+        "election.server",
+        "https://192.168.0.75:6443 is the VIP, which nobody holds at bootstrap",
+    ),
+    (
+        "server is the VIP, in a flow mapping and without a port",
+        OK_VIP + "election: {server: 'https://192.168.0.75/'}\n",
+        2,
+        20,
+        "election.server",
+        "is the VIP",
+    ),
+    (
+        "server is the IPv6 VIP, written another way",
+        "vip:\n  address: [192.168.0.75, 'fd00:0:0::75']\nelection:\n"
+        "  server: 'https://[fd00::75]:6443'\n",
+        4,
+        11,
+        "election.server",
+        "https://[fd00::75]:6443 is the VIP",
+    ),
+    (
+        "server is the IPv4 VIP as an IPv4-mapped IPv6 address",
+        OK_VIP + "election:\n  server: 'https://[::ffff:192.168.0.75]:6443'\n",
+        3,
+        11,
+        "election.server",
+        "is the VIP",
+    ),
+    (
+        "server is the VIP's DNS name, other case, trailing dot",
+        "vip:\n  dns: {name: CP.Example.com}\nelection:\n  server: https://cp.example.COM.:6443\n",
+        4,
+        11,
+        "election.server",
+        "is the VIP's DNS name (vip.dns.name), which nobody holds",
+    ),
+    (
+        "server is the VIP's DHCP host name",
+        "vip: {dhcp: {hostname: cp-vip}}\nelection: {server: 'https://CP-VIP:6443'}\n",
+        2,
+        20,
+        "election.server",
+        "is the VIP's DNS name (vip.dhcp.hostname)",
+    ),
+    (
+        "server with an unclosed bracket",
+        OK_VIP + "election:\n  server: 'https://[fd00::75:6443'\n",
+        3,
+        11,
+        "election.server",
+        "must be a URL such as https://127.0.0.1:6443",
+    ),
+    (
         "lease name with capitals",
         OK_VIP + "election:\n  lease_name: Plndr\n",
         3,
@@ -428,4 +485,34 @@ def test_all_errors_are_reported_at_once_in_file_order() -> None:
         (5, "vip.port"),
         (7, "election.lease_duration"),
         (8, "log.level"),
+    ]
+
+
+def test_a_server_at_the_vip_is_one_line_naming_the_fix_and_the_default() -> None:
+    text = (
+        "vip:\n  address: 192.168.0.75\n  port: 7443\n"
+        "election:\n  server: 'https://user:pa55@192.168.0.75:7443'\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_text(text, "kubevip.yaml")
+    assert str(raised.value) == (
+        "kubevip.yaml:5:11: election.server: https://192.168.0.75:7443 is the VIP, which nobody "
+        "holds at bootstrap or after a crash: the election must reach this node's own "
+        "apiserver; remove election.server (default https://127.0.0.1:7443) or name a local "
+        "address"
+    )
+    assert "pa55" not in str(raised.value)
+
+
+def test_a_server_at_the_vip_is_reported_with_the_other_sections_errors() -> None:
+    text = (
+        "vip: {address: 192.168.0.75}\n"
+        "election: {server: 'https://192.168.0.75:6443'}\n"
+        "log: {level: loud}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_text(text, "f.yaml")
+    assert [(d.line, d.field) for d in raised.value.diagnostics] == [
+        (2, "election.server"),
+        (3, "log.level"),
     ]

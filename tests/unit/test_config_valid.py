@@ -12,7 +12,7 @@ import pytest
 
 from kubevipd.config import ConfigError, load, load_text
 from kubevipd.config.loader import schema
-from kubevipd.config.model import Duration, SecretRef
+from kubevipd.config.model import Duration, SecretRef, default_election_server
 from kubevipd.config.secrets import SecretError, read_secret
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +68,32 @@ def test_same_meaning_gives_equal_configs() -> None:
         "announce: {mode: arp, arp: {refresh: 3s}}\nlog: {level: info}\n"
     ).config
     assert explicit == load_text("vip: {address: 10.0.0.5}\n").config
+
+
+@pytest.mark.parametrize(
+    ("vip", "server"),
+    [
+        ("{address: 192.168.0.75}", "https://127.0.0.1:6443"),
+        ("{address: 192.168.0.75}", "https://192.168.0.11:6443"),
+        ("{address: 192.168.0.75}", "https://192.168.0.76:6443"),
+        ("{address: [192.168.0.75, 'fd00::75']}", "https://[::1]:6443"),
+        ("{address: [192.168.0.75, 'fd00::75']}", "https://[fd00::11]:6443"),
+        ("{address: 192.168.0.75}", "https://cp1.example.com:6443"),
+        ("{dns: {name: cp.example.com}}", "https://cp1.example.com:6443"),
+        ("{dns: {name: cp.example.com}}", "https://kubernetes:6443"),
+        ("{dhcp: {hostname: cp-vip}}", "https://localhost:6443"),
+    ],
+)
+def test_a_server_that_is_not_the_vip_is_kept(vip: str, server: str) -> None:
+    c = load_text(f"vip: {vip}\nelection: {{server: '{server}'}}\n").config
+    assert c.election.server == server
+
+
+def test_without_election_server_the_election_has_no_server_of_its_own() -> None:
+    """Unset means this node's own apiserver (chosen at run time), never the kubeconfig's."""
+    c = load_text("vip: {address: 192.168.0.75, port: 7443}\n").config
+    assert c.election.server is None
+    assert default_election_server(c.vip.port) == "https://127.0.0.1:7443"
 
 
 @pytest.mark.parametrize(

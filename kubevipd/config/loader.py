@@ -36,6 +36,7 @@ from kubevipd.config.model import (
     SecretRef,
     VipSpec,
     default_election_server,
+    default_health_url,
 )
 
 PathItem = str | int
@@ -325,13 +326,13 @@ class _Checker:
             if "metrics" not in skip:
                 self._metrics(self.doc.get("metrics"))
             if "health" not in skip:
-                self._health(self.doc.get("health", {}))
+                self._health(self.doc.get("health", {}), sound_vip)
             return None
         vip = self._vip(self.doc["vip"])
         election = self._election(self.doc.get("election", {}), vip)
         announce = self._announce(self.doc.get("announce", {"mode": "arp"}), vip)
         metrics = self._metrics(self.doc.get("metrics"))
-        health = self._health(self.doc.get("health", {}))
+        health = self._health(self.doc.get("health", {}), vip)
         if self.errors or vip is None or election is None or announce is None or health is None:
             return None
         return Config(
@@ -614,7 +615,7 @@ class _Checker:
 
     # health ---------------------------------------------------------------
 
-    def _health(self, h: Mapping[str, Any]) -> HealthSpec | None:
+    def _health(self, h: Mapping[str, Any], vip: VipSpec | None) -> HealthSpec | None:
         base = HealthSpec()
         period = self._duration(("health", "period"), h.get("period")) or base.period
         timeout = self._duration(("health", "timeout"), h.get("timeout")) or base.timeout
@@ -629,7 +630,7 @@ class _Checker:
             return None
         return HealthSpec(
             enabled=h.get("enabled", base.enabled),
-            url=h.get("url", base.url),
+            url=h.get("url", default_health_url(vip.port if vip else VipSpec().port)),
             ca_file=Path(h["ca_file"]) if "ca_file" in h else None,
             tls_server_name=h.get("tls_server_name"),
             period=period,

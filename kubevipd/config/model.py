@@ -127,6 +127,11 @@ def default_election_server(port: int) -> str:
     return f"https://127.0.0.1:{port}"
 
 
+def default_health_url(port: int) -> str:
+    """health.url when unset: the readiness of this node's apiserver, on the VIP's port."""
+    return f"{default_election_server(port)}/readyz"
+
+
 @dataclass(frozen=True)
 class ElectionSpec:
     backend: Literal["kubernetes"] = "kubernetes"
@@ -185,7 +190,8 @@ class HealthSpec:
     """The health gate on the local apiserver (kube-vip has none in ARP mode)."""
 
     enabled: bool = True
-    url: str = "https://127.0.0.1:6443/readyz"
+    # The loader fills in default_health_url(vip.port) when the file sets no url.
+    url: str = default_health_url(6443)
     # None: the CA of the election kubeconfig.
     ca_file: Path | None = None
     # None: "kubernetes" for a loopback URL (see kubevipd.health.tls_name), else the URL's host.

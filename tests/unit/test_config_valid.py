@@ -96,6 +96,28 @@ def test_without_election_server_the_election_has_no_server_of_its_own() -> None
     assert default_election_server(c.vip.port) == "https://127.0.0.1:7443"
 
 
+def test_the_health_url_follows_the_vip_port() -> None:
+    assert load_text("vip: {address: 10.0.0.5}\n").config.health.url == (
+        "https://127.0.0.1:6443/readyz"
+    )
+    c = load_text("vip: {address: 10.0.0.5, port: 7443}\n").config
+    assert c.health.url == "https://127.0.0.1:7443/readyz"
+    c = load_text("vip: {dns: {name: cp.example.com}, port: 16443}\n").config
+    assert c.health.url == "https://127.0.0.1:16443/readyz"
+    # an explicit url is kept as it is, whatever the port
+    c = load_text(
+        "vip: {address: 10.0.0.5, port: 7443}\nhealth: {url: 'https://127.0.0.1:6443/readyz'}\n"
+    ).config
+    assert c.health.url == "https://127.0.0.1:6443/readyz"
+
+
+def test_an_explicit_default_health_url_gives_an_equal_config() -> None:
+    explicit = load_text(
+        "vip: {address: 10.0.0.5, port: 7443}\nhealth: {url: 'https://127.0.0.1:7443/readyz'}\n"
+    ).config
+    assert explicit == load_text("vip: {address: 10.0.0.5, port: 7443}\n").config
+
+
 @pytest.mark.parametrize(
     ("text", "ms"),
     [

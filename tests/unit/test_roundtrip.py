@@ -149,3 +149,5 @@ def test_import_of_render_is_the_config(doc: dict[str, Any], in_daemonset: bool)
     manifest = dump(rendered.documents)
     back = load_text(to_yaml(import_manifest(manifest).config), "imported").config
     assert back == original
+    # the health check, which kube-vip has no setting for, still follows the VIP's port
+    assert back.health.url == f"https://127.0.0.1:{original.vip.port}/readyz"

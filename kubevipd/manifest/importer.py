@@ -51,7 +51,11 @@ _UNSUPPORTED = {
     "bgp_keepalive_interval": "BGP timers are not configurable yet",
     "bgp_routerinterface": "set announce.bgp.router_id to the interface's address",
     "vip_packetproject": "kubevipd needs the project UUID (vip_packetprojectid), not its name",
-    "cp_detect": "kubevipd talks to the apiserver the kubeconfig names",
+    "cp_detect": (
+        "not needed: kubevipd always elects through this node's own apiserver "
+        "(https://127.0.0.1:<port>, verified as kubernetes), never through the VIP nor the "
+        "kubeconfig's server"
+    ),
     "vip_interfacelo_global": "not needed: kubevipd adds the VIP to the configured interface",
 }
 _KNOWN = {
@@ -272,8 +276,11 @@ class _Importer:
         if account:
             self.note(
                 f"kubeconfig: kube-vip ran in-cluster as ServiceAccount {account}; "
-                f"kubevipd runs on the host and reads {kv.KUBECONFIG_MOUNT} (give it a "
-                "kubeconfig with rights on the Lease)"
+                f"kubevipd runs on the host and reads {kv.KUBECONFIG_MOUNT} (on k3s: "
+                "/etc/rancher/k3s/k3s.yaml), for credentials and CA only: it talks to this "
+                "node's own apiserver. A restricted kubeconfig needs get, list, watch, create "
+                "and update on leases in the Lease's namespace, and get on endpointslices "
+                "(discovery.k8s.io) in default"
             )
         return kv.KUBECONFIG_MOUNT
 

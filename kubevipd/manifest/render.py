@@ -87,9 +87,10 @@ class _Env:
         if c.election.server is not None:
             raise ManifestError(
                 "election.server",
-                "kube-vip cannot be pointed at an apiserver URL: in a static pod it always uses "
-                f"the local apiserver (https://kubernetes:{c.vip.port}, mapped to 127.0.0.1). "
-                "Remove election.server to render",
+                "kube-vip cannot be pointed at an apiserver URL: with a kubeconfig it uses the "
+                f"local apiserver (https://kubernetes:{c.vip.port}, a host alias of 127.0.0.1), "
+                "in-cluster the kubernetes Service. Remove election.server to render (kubevipd "
+                f"then uses the local apiserver too, https://127.0.0.1:{c.vip.port})",
             )
         self.add("vip_arp", "true" if c.announce.mode == "arp" else "false")
         self.add("port", str(c.vip.port))

@@ -160,6 +160,27 @@ def test_daemonset_has_control_plane_affinity_and_tolerations() -> None:
     )
 
 
+def test_with_a_host_kubeconfig_kube_vip_reaches_the_local_apiserver_as_kubernetes() -> None:
+    """kube-vip rewrites the kubeconfig's server to kubernetes:<port>: the alias must be there."""
+    alias = [{"ip": "127.0.0.1", "hostnames": ["kubernetes"]}]
+    for options in (RenderOptions(kind="pod"), RenderOptions(kind="daemonset")):
+        (doc,) = render(cfg(SEED_CONFIG), options).documents
+        spec = doc["spec"]["template"]["spec"] if options.kind == "daemonset" else doc["spec"]
+        assert spec["hostAliases"] == alias, options.kind
+
+
+def test_an_explicit_election_server_cannot_be_rendered_and_the_message_says_why() -> None:
+    c = cfg("vip: {address: 10.0.0.5, port: 7443}\nelection: {server: 'https://127.0.0.1:7443'}\n")
+    with pytest.raises(ManifestError) as raised:
+        render(c, RenderOptions())
+    assert raised.value.message == (
+        "kube-vip cannot be pointed at an apiserver URL: with a kubeconfig it uses the local "
+        "apiserver (https://kubernetes:7443, a host alias of 127.0.0.1), in-cluster the "
+        "kubernetes Service. Remove election.server to render (kubevipd then uses the local "
+        "apiserver too, https://127.0.0.1:7443)"
+    )
+
+
 def test_in_cluster_uses_a_service_account_and_no_host_kubeconfig() -> None:
     (pod,) = render(cfg(SEED_CONFIG), RenderOptions(in_cluster=True)).documents
     assert pod["spec"]["serviceAccountName"] == "kube-vip"
@@ -375,6 +396,8 @@ def test_import_kube_vip_1_0_bgp_daemonset() -> None:
     assert c["log"] == {"level": "debug"}
     notes = "\n".join(got.notes)
     assert "svc_enable: not carried over" in notes and "ServiceAccount kube-vip" in notes
+    # in-cluster, kube-vip had RBAC; kubevipd's kubeconfig needs the same, and the EndpointSlice
+    assert "for credentials and CA only" in notes and "get on endpointslices" in notes
     assert "Rtr-pa55" not in to_yaml(c) + notes
     load_text(to_yaml(c))
 
@@ -412,6 +435,35 @@ def test_import_of_bgp_without_router_id_or_as_needs_edits() -> None:
     with pytest.raises(ConfigError) as raised:
         load_text(to_yaml(got.config))
     assert [d.field for d in raised.value.diagnostics] == ["announce.bgp.router_id"]
+
+
+def _with_env(text: str, name: str, value: str) -> str:
+    docs = [d for d in YAML(typ="safe", pure=True).load_all(text) if d]
+    for doc in docs:
+        if doc["kind"] in ("Pod", "DaemonSet"):
+            spec = doc["spec"]["template"]["spec"] if doc["kind"] == "DaemonSet" else doc["spec"]
+            spec["containers"][0]["env"].append({"name": name, "value": value})
+    return dump(docs)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.yaml")))
+def test_an_imported_config_elects_through_the_local_apiserver(name: str) -> None:
+    """No election.server in the output: the default, this node's own apiserver, applies.
+
+    kube-vip's cp_detect (look for a working apiserver) is what kubevipd always does.
+    """
+    text = (DATA / name).read_text()
+    for manifest in (text, _with_env(text, "cp_detect", "true")):
+        got = import_manifest(manifest)
+        assert "server" not in got.config["election"]
+        config = load_text(to_yaml(got.config), name).config
+        assert config.election.server is None
+    notes = [n for n in got.notes if n.startswith("cp_detect:")]
+    assert notes == [
+        "cp_detect: not carried over: not needed: kubevipd always elects through this node's "
+        "own apiserver (https://127.0.0.1:<port>, verified as kubernetes), never through the VIP "
+        "nor the kubeconfig's server"
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.yaml")))

@@ -80,7 +80,7 @@ def test_same_meaning_gives_equal_configs() -> None:
         ("{address: [192.168.0.75, 'fd00::75']}", "https://[fd00::11]:6443"),
         ("{address: 192.168.0.75}", "https://cp1.example.com:6443"),
         ("{dns: {name: cp.example.com}}", "https://cp1.example.com:6443"),
-        ("{dns: {name: cp.example.com}}", "https://kubernetes:6443"),
+        ("{dns: {name: cp.example.com}}", "https://127.0.0.1:6443"),
         ("{dhcp: {hostname: cp-vip}}", "https://localhost:6443"),
     ],
 )

@@ -397,6 +397,7 @@ class Machine:
                 f"could not renew the lease within {self.t.renew_deadline:g}s "
                 f"({self.last_error or 'no answer'})",
             )
+            self._release_after_loss(out)
             return
         r = self.observed
         if r is None:
@@ -510,6 +511,21 @@ class Machine:
         """Leadership is gone (or cannot be proven): the VIP goes at once, nothing is written."""
         self._drop_vip(out)
         self._become(Role.STOPPED if self.stopping else Role.FOLLOWER, f"lost leadership: {why}")
+
+    def _release_after_loss(self, out: list[Action]) -> None:
+        """After the renew deadline the VIP is already gone; releasing the version we last
+        wrote lets a follower take over now instead of at expiry (the backend also sends it to
+        the other apiservers, for when ours is the one that failed). The write is conditional
+        on that version, so it changes nothing if anyone wrote since. This node then waits a
+        lease duration before it campaigns: it just proved the worst candidate."""
+        self.next_attempt = max(self.next_attempt, self.now + self.t.lease_duration)
+        o = self.observed
+        if o is None or o.holder != self.identity:
+            return
+        if self.in_flight is None:
+            self._send(out, "release", release_record(o, self.wall))
+        else:
+            self.release_pending = True
 
     def _step_down(self, out: list[Action], why: str) -> None:
         """Hand over on purpose: the VIP first, then the lease, so a follower takes it at once."""

@@ -62,20 +62,33 @@ def resolve_interface(cfg: Config) -> str:
 KUBECONFIG_CREDENTIAL = "kubeconfig"
 
 
-def election_spec(cfg: Config) -> ElectionSpec:
-    """The election settings, with the kubeconfig the daemon can actually read.
+def local_apiserver(cfg: Config) -> str:
+    """This node's own apiserver: where the Lease is read, watched and written by default.
 
-    In order: systemd's credential (``LoadCredential=kubeconfig:PATH``), then the copy that
-    kubevipd-kubeconfig.service keeps in ``$KUBEVIPD_KUBECONFIG_DIR`` for the non-root daemon
-    (same file name, so the super-admin.conf fallback is found there too), then the configured
-    file itself.
+    Never the kubeconfig's server: kubeadm writes the control-plane endpoint there, i.e. the
+    VIP, which nobody holds at bootstrap or after the leader crashed. 127.0.0.1 is verified
+    against the name ``kubernetes`` (kubevipd.health.tls_name), which kubeadm's and k3s's
+    certificates carry; kube-vip reaches it the same way, as https://kubernetes:6443.
     """
+    return f"https://127.0.0.1:{cfg.vip.port}"
+
+
+def election_spec(cfg: Config) -> ElectionSpec:
+    """The election settings as the daemon uses them: the server it talks to (the configured
+    ``election.server``, else this node's own apiserver) and the kubeconfig it can read.
+
+    The kubeconfig, in order: systemd's credential (``LoadCredential=kubeconfig:PATH``), then
+    the copy that kubevipd-kubeconfig.service keeps in ``$KUBEVIPD_KUBECONFIG_DIR`` for the
+    non-root daemon (same file name, so the super-admin.conf fallback is found there too), then
+    the configured file itself. It supplies credentials and the CA, never the address.
+    """
+    spec = replace(cfg.election, server=cfg.election.server or local_apiserver(cfg))
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     if directory:
         cred = Path(directory) / KUBECONFIG_CREDENTIAL
         if cred.is_file():
-            return replace(cfg.election, kubeconfig=cred)
+            return replace(spec, kubeconfig=cred)
     copies = os.environ.get(KUBECONFIG_DIR_ENV)
     if copies:
-        return replace(cfg.election, kubeconfig=Path(copies) / cfg.election.kubeconfig.name)
-    return cfg.election
+        return replace(spec, kubeconfig=Path(copies) / spec.kubeconfig.name)
+    return spec

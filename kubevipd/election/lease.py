@@ -2,7 +2,9 @@
 
 What it adds to the client: no urllib3 retries (a retried call would outlive the renew deadline),
 a hard timeout on every call, a read-back after a timed-out write (it may have gone through),
-a watch that survives 410 Gone and uses bookmarks, and kubeadm's super-admin.conf fallback.
+a watch that survives 410 Gone and uses bookmarks, kubeadm's super-admin.conf fallback, and a
+release that also goes to the other control-plane apiservers (kubevipd.election.peers), so a
+leader whose own apiserver died still hands over at once.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ defer_kubernetes()  # before the first kubernetes import: only the modules named
 
 import urllib3  # noqa: E402
 from kubernetes.client.api.coordination_v1_api import CoordinationV1Api  # noqa: E402
+from kubernetes.client.api.discovery_v1_api import DiscoveryV1Api  # noqa: E402
 from kubernetes.client.api_client import ApiClient  # noqa: E402
 from kubernetes.client.configuration import Configuration  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
@@ -32,8 +36,10 @@ from kubernetes.config.kube_config import load_kube_config  # noqa: E402
 from kubernetes.watch.watch import iter_resp_lines  # noqa: E402
 
 from kubevipd.config.model import ElectionSpec  # noqa: E402
+from kubevipd.election import peers  # noqa: E402
 from kubevipd.election.base import ErrorKind, LeaderRecord, Observer, Op, WriteResult  # noqa: E402
 from kubevipd.handoff import SUPER_ADMIN, super_admin_fallback  # noqa: E402
+from kubevipd.health import KUBEADM_NAME, tls_name  # noqa: E402
 
 log = logging.getLogger("kubevipd.election")
 
@@ -131,9 +137,10 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 class _Client:
     """One kubeconfig's API client."""
 
-    def __init__(self, path: Path, server: str | None) -> None:
+    def __init__(self, path: Path, server: str | None, tls_server_name: str | None = None) -> None:
         self.stamp = _stamp(path)
         self.server = server
+        self.tls_server_name = tls_server_name
         cfg = Configuration()
         try:
             load_kube_config(config_file=str(path), client_configuration=cfg, persist_config=False)
@@ -141,9 +148,7 @@ class _Client:
             raise ElectionSetupError(f"cannot use kubeconfig {path}: {e}") from None
         if server:
             cfg.host = server.rstrip("/")
-        from kubevipd.health import tls_name
-
-        name = tls_name(cfg.host)
+        name = tls_name(cfg.host, tls_server_name)
         if name is not None:
             cfg.assert_hostname = name  # kubeadm's certificate names "kubernetes", not 127.0.0.1
         cfg.retries = False  # every call is bounded by our own timeout, not urllib3's retries
@@ -182,6 +187,10 @@ class LeaseElection:
         self._base_meta: dict[str, Any] | None = None
         self._closed = threading.Event()
         self._watch_resp: Any = None
+        # The other nodes' apiservers (kubevipd.election.peers), read while ours works.
+        self._peers: dict[str, _Client] = {}
+        self._peers_due = 0.0
+        self._peer_error = ""
 
     # interface --------------------------------------------------------------
 
@@ -197,17 +206,27 @@ class LeaseElection:
         return self._active.path
 
     def write(self, op: Op, record: LeaderRecord, timeout: float) -> WriteResult:
+        if op == "release":
+            with self._lock:
+                others = list(self._peers.items())
+            if others:
+                return self._release_anywhere(record, timeout, others)
+        return self._write(self._call, op, record, timeout)
+
+    def _write(
+        self, call: _Caller, op: Op, record: LeaderRecord, timeout: float, where: str = ""
+    ) -> WriteResult:
         body = lease_from_record(record, self.namespace, self.name, self._base_meta)
         started = time.monotonic()
         try:
             if record.version:
-                resp = self._call(
+                resp = call(
                     lambda api: api.replace_namespaced_lease(
                         self.name, self.namespace, body, **self._opts(timeout)
                     )
                 )
             else:
-                resp = self._call(
+                resp = call(
                     lambda api: api.create_namespaced_lease(
                         self.namespace, body, **self._opts(timeout)
                     )
@@ -215,7 +234,7 @@ class LeaseElection:
         except ApiException as e:
             if e.status == 409:
                 left = max(0.2, timeout - (time.monotonic() - started))
-                fresh = self.read(left)
+                fresh = self._read(call, left)
                 return WriteResult(
                     ok=False,
                     conflict=True,
@@ -232,19 +251,66 @@ class LeaseElection:
             kind: ErrorKind = "timeout" if _is_timeout(e) else "network"
             if kind == "timeout":
                 # The write may have been applied before the answer was lost: look.
-                back = self.read(timeout)
+                back = self._read(call, timeout)
                 r = back.record
                 if back.ok and r is not None and r.content() == record.content():
-                    log.info("%s timed out but was applied (read back)", op)
+                    log.info("%s timed out but was applied (read back)%s", op, where)
                     return WriteResult(ok=True, record=r)
             return WriteResult(ok=False, error=_net_error_text(e, timeout), error_kind=kind)
         obj = json.loads(resp.data)
         self._base_meta = obj.get("metadata")
         return WriteResult(ok=True, record=record_from_lease(obj))
 
+    def _release_anywhere(
+        self, record: LeaderRecord, timeout: float, others: list[tuple[str, _Client]]
+    ) -> WriteResult:
+        """The release at once through our apiserver and every other one: the first that
+        lands wins, the rest meet a conflict (the write is conditional on the version), so
+        a dead local apiserver costs nothing. Returns the first success, else the most telling
+        failure (a conflict, then ours)."""
+        pool = ThreadPoolExecutor(max_workers=1 + len(others), thread_name_prefix="release")
+        jobs: dict[Future[WriteResult], str] = {
+            pool.submit(self._write, self._call, "release", record, timeout): ""
+        }
+        for url, client in others:
+
+            def via(fn: Callable[[CoordinationV1Api], Any], c: _Client = client) -> Any:
+                return fn(c.api)
+
+            jobs[pool.submit(self._write, via, "release", record, timeout, f" via {url}")] = url
+        pool.shutdown(wait=False)
+        results: dict[str, WriteResult] = {}
+        pending = set(jobs)
+        end = time.monotonic() + timeout * 2 + 0.5  # each call also bounds itself
+        while pending:
+            done, pending = wait(pending, timeout=max(0.0, end - time.monotonic()),
+                                 return_when=FIRST_COMPLETED)  # fmt: skip
+            if not done:
+                break
+            for f in done:
+                r = f.result()
+                results[jobs[f]] = r
+                if r.ok:
+                    if jobs[f]:
+                        local = results.get("")
+                        why = f" (ours: {local.error})" if local is not None and local.error else ""
+                        log.info("released the lease through %s%s", jobs[f], why)
+                    return r
+        conflict = next((r for r in results.values() if r.conflict), None)
+        return (
+            conflict
+            or results.get("")
+            or WriteResult(
+                ok=False, error=f"no apiserver answered within {timeout:.1f}s", error_kind="timeout"
+            )
+        )
+
     def read(self, timeout: float) -> WriteResult:
+        return self._read(self._call, timeout)
+
+    def _read(self, call: _Caller, timeout: float) -> WriteResult:
         try:
-            resp = self._call(
+            resp = call(
                 lambda api: api.read_namespaced_lease(
                     self.name, self.namespace, **self._opts(timeout)
                 )
@@ -274,6 +340,7 @@ class LeaseElection:
                     if failing:
                         log.info("reading %s works again", self.describe())
                     failing = False
+                self.refresh_peers()
                 began = time.monotonic()
                 rv = self._watch_once(rv, observe, stopped)
                 if time.monotonic() - began < 1.0:
@@ -302,6 +369,58 @@ class LeaseElection:
                 self._closed.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
 
+    def refresh_peers(self, timeout: float = 5.0) -> None:
+        """Read the other apiservers from the ``kubernetes`` EndpointSlice, when it is due.
+
+        Failures keep the last list: that list matters exactly when our apiserver is down.
+        """
+        now = time.monotonic()
+        if now < self._peers_due:
+            return
+        try:
+            resp = self._call(
+                lambda api: DiscoveryV1Api(api.api_client).read_namespaced_endpoint_slice(
+                    peers.SLICE_NAME, peers.SLICE_NAMESPACE, **self._opts(timeout)
+                )
+            )
+            urls = peers.remote_apiserver_urls(json.loads(resp.data))
+        except (ApiException, *_WATCH_ERRORS) as e:
+            text = (
+                _api_error_text(e) if isinstance(e, ApiException) else _net_error_text(e, timeout)
+            )
+            if text != self._peer_error:
+                hint = (
+                    "; grant get on endpointslices in namespace default"
+                    if isinstance(e, ApiException) and e.status == 403
+                    else ""
+                )
+                log.warning(
+                    "cannot read the other apiservers (EndpointSlice %s/%s): %s%s; if this "
+                    "node's apiserver dies, followers wait for the lease to expire",
+                    peers.SLICE_NAMESPACE, peers.SLICE_NAME, text, hint,
+                )  # fmt: skip
+                self._peer_error = text
+            self._peers_due = now + peers.RETRY_S
+            return
+        self._peer_error = ""
+        self._peers_due = now + peers.REFRESH_S
+        with self._lock:
+            if urls == list(self._peers):
+                return
+            path = self._active.path
+        fresh: dict[str, _Client] = {}
+        for url in urls:
+            try:
+                fresh[url] = self._peers.get(url) or _Client(path, url, KUBEADM_NAME)
+            except ElectionSetupError as e:
+                log.debug("cannot make a client for %s: %s", url, e)
+        with self._lock:
+            self._peers = fresh
+        log.info(
+            "other apiservers, for a hand-over when this node's is down: %s",
+            ", ".join(fresh) or "none",
+        )
+
     def close(self) -> None:
         self._closed.set()
         resp = self._watch_resp
@@ -316,6 +435,8 @@ class LeaseElection:
         self._primary.close()
         if self._fallback is not None:
             self._fallback.close()
+        for c in self._peers.values():
+            c.close()
 
     # internals --------------------------------------------------------------
 
@@ -444,6 +565,9 @@ class LeaseElection:
 
 class _Relist(Exception):
     pass
+
+
+_Caller = Callable[[Callable[[CoordinationV1Api], Any]], Any]
 
 
 _WATCH_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)

@@ -282,3 +282,81 @@ def test_close_ends_a_watch_blocked_in_a_read(
     assert time.monotonic() - began < 1.0
     t.join(5)
     assert not t.is_alive()
+
+
+# ------------------------------------------------------------------ the other apiservers
+
+
+def test_a_release_goes_through_another_apiserver_when_ours_is_down(
+    api: LabApiServer, kubeconfig: KubeconfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kubeadm's topology on loopback: "our" apiserver on 127.0.0.1, another node's on
+    127.0.0.2, one store. The other is found in the kubernetes EndpointSlice; once ours is
+    stopped, a release still lands, through it."""
+    from kubevipd.election import peers
+    from kubevipd.lab.apiserver import kubernetes_endpoint_slice
+
+    other = LabApiServer(api.pki, api.tokens, store=api.store)
+    other.start("127.0.0.2", api.port)
+    try:
+        api.store.set_endpoint_slice(
+            "default", "kubernetes", kubernetes_endpoint_slice(["127.0.0.1", "127.0.0.2"], api.port)
+        )
+        # The whole of 127/8 is on lo: pretend only 127.0.0.1 is this host's.
+        monkeypatch.setattr(peers, "is_local_address", lambda a: a == "127.0.0.1")
+        e = election(kubeconfig())
+        r = e.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 2.0).record
+        assert r is not None
+        e.refresh_peers()
+        api.stop()
+        t0 = time.monotonic()
+        out = e.write("release", release_record(r, time.time()), 1.0)
+        assert out.ok, out.error
+        assert time.monotonic() - t0 < 0.5  # no waiting for the dead one first
+        assert other.store.get("kube-system", "plndr-cp-lock")["spec"]["holderIdentity"] == ""
+        # Renewals never take that path: a leader whose apiserver is down must hand over.
+        renew = e.write("renew", acquire_record(r, "n1", 5, time.time(), False), 1.0)
+        assert not renew.ok and renew.error_kind == "network"
+        e.close()
+    finally:
+        other.stop()
+
+
+def test_without_the_endpointslice_a_release_needs_our_apiserver(
+    api: LabApiServer, kubeconfig: KubeconfigFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    e = election(kubeconfig())
+    r = e.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 2.0).record
+    assert r is not None
+    with caplog.at_level(logging.WARNING, logger="kubevipd.election"):
+        e.refresh_peers()
+    assert "cannot read the other apiservers (EndpointSlice default/kubernetes)" in caplog.text
+    assert "followers wait for the lease to expire" in caplog.text
+    api.stop()
+    out = e.write("release", release_record(r, time.time()), 1.0)
+    assert not out.ok
+    e.close()
+
+
+def test_the_local_apiserver_is_dropped_from_the_list_of_others() -> None:
+    from kubevipd.election import peers
+
+    doc = {
+        "endpoints": [
+            {"addresses": ["127.0.0.1"], "conditions": {"ready": True}},
+            {"addresses": ["192.0.2.12"], "conditions": {"ready": True}},
+            {"addresses": ["192.0.2.13"], "conditions": {"ready": False}},
+            {"addresses": ["2001:db8::14"]},
+            {"addresses": ["not-an-ip"]},
+        ],
+        "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+    }
+    assert peers.apiserver_urls(doc) == [
+        "https://127.0.0.1:6443",
+        "https://192.0.2.12:6443",
+        "https://[2001:db8::14]:6443",
+    ]
+    assert peers.remote_apiserver_urls(doc) == [
+        "https://192.0.2.12:6443",
+        "https://[2001:db8::14]:6443",
+    ]

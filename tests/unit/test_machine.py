@@ -236,11 +236,45 @@ def test_the_deadline_holds_even_while_a_renew_hangs() -> None:
         out = s.tick(0.05)
         assert s.now < 104
     assert s.now == pytest.approx(103.0, abs=0.051)
-    # The hung renew comes back too late: no VIP from it; the node may campaign again (it still
-    # holds the lease), and only a new successful write would make it leader.
+    # The hung renew comes back too late: no VIP from it. It did land, so the lease names this
+    # node: release that version, so a follower takes over now rather than at expiry.
     out = s.complete(w, ok=True)
     assert AddVip() not in out and s.m.role is Role.FOLLOWER
-    assert s.write_of(out).op == "acquire"
+    rel = s.write_of(out)
+    assert rel.op == "release" and rel.record.holder == "" and rel.record.version == "2"
+
+
+def test_a_leader_past_its_renew_deadline_releases_the_last_version_it_wrote() -> None:
+    """Its apiserver fails every call: the VIP goes at the deadline, then a conditional release
+    (the backend also sends it to the other apiservers), so followers need not wait for expiry;
+    and this node, the worst candidate now, stays out for a lease duration."""
+    s, first = leader()
+    last_version = "1"  # what the acquire stored
+    out: list[object] = []
+    for _ in range(400):
+        out = s.tick(0.01)
+        for a in [a for a in out if isinstance(a, Write) and a.op == "renew"]:
+            s.complete(a, ok=False, error="cannot reach the apiserver", error_kind="network")
+        if RemoveVip() in out:
+            break
+    assert s.m.role is Role.FOLLOWER and not s.m.holds_vip
+    assert out.index(RemoveVip()) < out.index(s.write_of(out))  # the VIP first
+    rel = s.write_of(out)
+    assert rel.op == "release" and rel.record.version == last_version
+    assert rel.record.holder == "" and rel.record.transitions == first.record.transitions
+    lost_at = s.now
+    s.complete(rel, ok=True)
+    # Released, yet this node does not campaign again before a lease duration has passed.
+    for _ in range(int(T.lease_duration * 10) - 1):
+        assert not [a for a in s.tick(0.1) if isinstance(a, Write)], s.now - lost_at
+    s.tick(0.2)
+    assert s.m.in_flight == "acquire"
+
+
+def test_a_leader_whose_lease_was_taken_writes_nothing() -> None:
+    s, _ = leader()
+    out = s.ev(Observed(held_by("n2", version="9")))
+    assert RemoveVip() in out and not [a for a in out if isinstance(a, Write)]
 
 
 def test_never_two_holders_when_the_leader_is_cut_off_from_the_apiserver() -> None:

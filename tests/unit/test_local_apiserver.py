@@ -1,0 +1,53 @@
+"""The election talks to this node's own apiserver, never to the kubeconfig's server (the VIP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kubevipd.config import load_text
+from kubevipd.resolve import election_spec
+
+
+def spec(text: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
+    return election_spec(load_text(text).config)
+
+
+def test_the_default_server_is_this_nodes_apiserver(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert spec("vip: {address: 192.0.2.75}\n", monkeypatch).server == "https://127.0.0.1:6443"
+    assert (
+        spec("vip: {address: 192.0.2.75, port: 8443}\n", monkeypatch).server
+        == "https://127.0.0.1:8443"
+    )
+    k3s = "vip: {address: 192.0.2.75}\nelection: {kubeconfig: /etc/rancher/k3s/k3s.yaml}\n"
+    assert spec(k3s, monkeypatch).server == "https://127.0.0.1:6443"
+
+
+def test_election_server_still_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "vip: {address: 192.0.2.75}\nelection: {server: 'https://192.0.2.11:6443'}\n"
+    assert spec(text, monkeypatch).server == "https://192.0.2.11:6443"
+
+
+def test_a_kubeadm_kubeconfig_naming_the_vip_is_used_for_credentials_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """admin.conf names https://VIP:6443; the client must go to 127.0.0.1 and verify the
+    certificate against "kubernetes", which kubeadm's certificate carries (127.0.0.1 it does
+    not)."""
+    from kubevipd.election.lease import LeaseElection
+    from kubevipd.lab.pki import make_pki, write_kubeconfig
+
+    pki = make_pki(tmp_path / "pki", ["192.0.2.75"], ("kubernetes",), loopback=False)
+    kc = write_kubeconfig(tmp_path / "admin.conf", "https://192.0.2.75:6443", pki, "t")
+    text = f"vip: {{address: 192.0.2.75}}\nelection: {{kubeconfig: {kc}}}\n"
+    e = LeaseElection(spec(text, monkeypatch), "n1")
+    try:
+        assert e.describe() == "Lease kube-system/plndr-cp-lock at https://127.0.0.1:6443"
+        cfg = e._primary.api_client.configuration
+        assert cfg.host == "https://127.0.0.1:6443" and cfg.assert_hostname == "kubernetes"
+        assert cfg.api_key == {"authorization": "Bearer t"} or "t" in str(cfg.api_key)
+    finally:
+        e.close()

@@ -5,8 +5,13 @@ kubevipd, client-go and kubectl use, with the same semantics: HTTPS, bearer-toke
 without a known token, 403 for a token without rights), resourceVersion optimistic concurrency
 (409 on a stale version and on create-if-exists), strict MicroTime validation (422), list and
 watch with bookmarks and 410 Gone for a compacted version, the discovery documents clients read
-first, and a per-client ``/readyz``. Fault injection (latency, 5xx, dropped connections, a
-partition per client address or user, the whole server down) is driven from Python.
+first, a per-client ``/readyz``, and the ``kubernetes`` EndpointSlice that lists the cluster's
+apiservers. Fault injection (latency, 5xx or 429 answers, dropped connections, a partition per
+client address or user, the server cut from its store as from etcd, the whole server down) is
+driven from Python.
+
+Several servers may share one :class:`LeaseStore`: that is kubeadm's topology, every
+control-plane node running its own apiserver in front of one etcd (``kubevipd.lab.topology``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import datetime as dt
 import json
 import re
 import socket
+import socketserver
 import ssl
 import threading
 import time
@@ -38,6 +44,11 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _LEASE_PATH = re.compile(
     r"^/apis/coordination\.k8s\.io/v1/(?:namespaces/([^/]+)/)?leases(?:/([^/]+))?$"
 )
+_SLICE_PATH = re.compile(
+    r"^/apis/discovery\.k8s\.io/v1/(?:namespaces/([^/]+)/)?endpointslices(?:/([^/]+))?$"
+)
+# What a server needs its store for: these hang while it is cut from it.
+_STORE_PATHS = ("/apis/coordination.k8s.io/v1/", "/apis/discovery.k8s.io/v1/")
 READ_VERBS = frozenset({"get", "list", "watch"})
 ALL_VERBS = frozenset({"get", "list", "watch", "create", "update", "delete"})
 
@@ -75,6 +86,12 @@ def _lease_details(name: str) -> dict[str, Any]:
     return {"name": name, "group": GROUP, "kind": "leases"}
 
 
+def _injected(code: int) -> ApiError:
+    if code == 429:
+        return ApiError(429, "TooManyRequests", "Too many requests, please try again later.")
+    return ApiError(code, "InternalError", "Internal error occurred: injected fault")
+
+
 def _not_found(name: str) -> ApiError:
     msg = f'leases.{GROUP} "{name}" not found'
     return ApiError(404, "NotFound", msg, _lease_details(name))
@@ -106,6 +123,16 @@ class LeaseStore:
         self.events: deque[Event] = deque(maxlen=history)
         # Oldest resourceVersion a watch may still start from (older: 410 Gone).
         self.compacted = 1
+        # discovery.k8s.io/v1 EndpointSlices by (namespace, name): read-only for clients; the
+        # lab writes the ``kubernetes`` one, as the apiservers' endpoint reconciler does.
+        self.endpoint_slices: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def set_endpoint_slice(self, ns: str, name: str, obj: dict[str, Any]) -> None:
+        with self.cond:
+            self.rv += 1
+            meta = obj.setdefault("metadata", {})
+            meta.update(name=name, namespace=ns, resourceVersion=str(self.rv))
+            self.endpoint_slices[(ns, name)] = copy.deepcopy(obj)
 
     def _commit(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         self.rv += 1
@@ -204,6 +231,12 @@ class Faults:
     drop_next: int = 0
     partitioned: set[str] = field(default_factory=set)  # client addresses or user names
     not_ready: set[str] = field(default_factory=set)  # client addresses whose /readyz fails
+    # The server is up but has lost its store (etcd): API calls hang as a real apiserver's do
+    # until its storage timeout, watches deliver nothing, and /readyz fails for everyone.
+    store_cut: bool = False
+    unready: bool = False  # /readyz fails for every client (the API itself still works)
+    # Every API call (not /readyz, not discovery) is answered with this status, e.g. 503 or 429.
+    error_code: int | None = None
 
     def cut(self, who: str) -> None:
         self.partitioned.add(who)
@@ -250,7 +283,9 @@ class LabApiServer:
     def url(self) -> str:
         assert self._address is not None
         host, port = self._address
-        return f"https://{host}:{port}"
+        if host in ("::", "0.0.0.0"):
+            host = "127.0.0.1"
+        return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
     def start(self, host: str = "127.0.0.1", port: int = 0, netns: str | None = None) -> None:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -320,7 +355,17 @@ class _Server(ThreadingHTTPServer):
         self.stopping = False
         self.live: set[socket.socket] = set()
         self.live_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            # "::" serves IPv4 too, as a real apiserver bound to all addresses does.
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # HTTPServer.server_bind would look the host name up (getfqdn): not in a lab namespace.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
@@ -411,13 +456,23 @@ class _Handler(BaseHTTPRequestHandler):
         entry = self.lab.tokens.get(auth[7:].strip())
         return entry[0] if entry else None
 
+    def _health_path(self) -> bool:
+        return self.path.startswith(("/readyz", "/livez", "/healthz"))
+
     def _blackholed(self) -> bool:
-        # /readyz stands for each node's own local apiserver, which a partition between the
-        # node and the API endpoint does not reach.
-        if self.path.startswith(("/readyz", "/livez", "/healthz")):
+        """Nothing comes back: a partition between this client and the server, or a server
+        that lost its store (then only the calls that need the store hang)."""
+        if self._health_path():
             return False
-        p = self.lab.faults.partitioned
+        f = self.lab.faults
+        if f.store_cut and self.path.startswith(_STORE_PATHS):
+            return True
+        p = f.partitioned
         return bool(p) and (self._client() in p or self._user() in p)
+
+    def _ready(self) -> bool:
+        f = self.lab.faults
+        return not (f.unready or f.store_cut or self._client() in f.not_ready)
 
     def _serve(self, method: str) -> None:
         url = urlsplit(self.path)
@@ -433,7 +488,7 @@ class _Handler(BaseHTTPRequestHandler):
             code = -1
         except ApiError as e:
             code = e.code
-            self._json(e.code, e.status())
+            self._json(e.code, e.status(), {"Retry-After": "1"} if e.code == 429 else None)
         finally:
             self.lab.requests.append((self._user() or "-", method, self.path, code))
             with self.lab._count_lock:
@@ -454,7 +509,7 @@ class _Handler(BaseHTTPRequestHandler):
         if f.drop_next > 0:
             f.drop_next -= 1
             raise _Drop
-        if f.latency and not self.path.startswith(("/readyz", "/livez", "/healthz")):
+        if f.latency and not self._health_path():
             if f.delay_next > 0:
                 if self.command in ("POST", "PUT", "DELETE"):
                     f.delay_next -= 1
@@ -463,16 +518,22 @@ class _Handler(BaseHTTPRequestHandler):
                         f.latency = 0.0
             else:
                 time.sleep(f.latency)
-        if f.fail_next > 0 and not self.path.startswith(("/readyz", "/livez", "/healthz")):
+        if self._health_path():
+            return
+        if f.fail_next > 0:
             f.fail_next -= 1
-            raise ApiError(f.fail_code, "InternalError", "Internal error occurred: injected fault")
+            raise _injected(f.fail_code)
+        if f.error_code is not None and self.path.startswith(_STORE_PATHS):
+            raise _injected(f.error_code)
 
-    def _json(self, code: int, doc: dict[str, Any]) -> None:
+    def _json(self, code: int, doc: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(doc).encode()
         delay, self._answer_delay = self._answer_delay, 0.0
         if delay:
             time.sleep(delay)
         self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
@@ -492,7 +553,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, method: str, path: str, q: dict[str, list[str]], body: bytes) -> int:
         if path in ("/readyz", "/livez", "/healthz"):
             # Anonymous, as system:public-info-viewer allows on a real apiserver.
-            if path == "/readyz" and self._client() in self.lab.faults.not_ready:
+            if path == "/readyz" and not self._ready():
                 self._text(500, "[-]etcd failed: reason withheld\nreadyz check failed\n")
                 return 500
             self._text(200, "ok")
@@ -503,6 +564,9 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and path in _DISCOVERY:
             self._json(200, _DISCOVERY[path])
             return 200
+        es = _SLICE_PATH.match(path)
+        if es is not None and method == "GET":
+            return self._endpoint_slices(user, es.group(1), es.group(2), q)
         m = _LEASE_PATH.match(path)
         if m is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -521,6 +585,51 @@ class _Handler(BaseHTTPRequestHandler):
         code, doc = self._lease_call(verb, ns, name, q, body)
         self._json(code, doc)
         return code
+
+    def _endpoint_slices(
+        self, user: str, ns: str | None, name: str | None, q: dict[str, list[str]]
+    ) -> int:
+        """get and list (labelSelector kubernetes.io/service-name=...) of EndpointSlices, for any
+        user with read rights, as kubeadm's admin and the system:discovery roles have."""
+        allowed = next((v for u, v in self.lab.tokens.values() if u == user), frozenset())
+        if "get" not in allowed:
+            where = f' in the namespace "{ns}"' if ns else " at the cluster scope"
+            msg = (
+                f'endpointslices.discovery.k8s.io is forbidden: User "{user}" cannot '
+                f'{"get" if name else "list"} resource "endpointslices" in API group '
+                f'"discovery.k8s.io"{where}'
+            )
+            raise ApiError(403, "Forbidden", msg)
+        store = self.lab.store
+        with store.cond:
+            slices = {k: copy.deepcopy(v) for k, v in store.endpoint_slices.items()}
+            rv = store.rv
+        if name is not None:
+            assert ns is not None
+            obj = slices.get((ns, name))
+            if obj is None:
+                msg = f'endpointslices.discovery.k8s.io "{name}" not found'
+                raise ApiError(404, "NotFound", msg, {"name": name, "kind": "endpointslices"})
+            self._json(200, obj)
+            return 200
+        sel = q.get("labelSelector", [""])[0]
+        want = dict(p.split("=", 1) for p in sel.replace("==", "=").split(",") if "=" in p)
+        items = [
+            o
+            for (ons, _), o in sorted(slices.items())
+            if (ns is None or ons == ns)
+            and all((o["metadata"].get("labels") or {}).get(k) == v for k, v in want.items())
+        ]
+        self._json(
+            200,
+            {
+                "kind": "EndpointSliceList",
+                "apiVersion": "discovery.k8s.io/v1",
+                "metadata": {"resourceVersion": str(rv)},
+                "items": items,
+            },
+        )
+        return 200
 
     def _verb(self, method: str, name: str | None, q: dict[str, list[str]]) -> str:
         if method == "GET":
@@ -736,6 +845,18 @@ _GROUP = {
     "versions": [{"groupVersion": GROUP_VERSION, "version": VERSION}],
     "preferredVersion": {"groupVersion": GROUP_VERSION, "version": VERSION},
 }
+_DISCOVERY_GROUP = {
+    "name": "discovery.k8s.io",
+    "versions": [{"groupVersion": "discovery.k8s.io/v1", "version": "v1"}],
+    "preferredVersion": {"groupVersion": "discovery.k8s.io/v1", "version": "v1"},
+}
+_SLICE_RESOURCE = {
+    "name": "endpointslices",
+    "singularName": "endpointslice",
+    "namespaced": True,
+    "kind": "EndpointSlice",
+    "verbs": ["get", "list"],
+}
 _DISCOVERY: dict[str, dict[str, Any]] = {
     "/version": {
         "major": "1",
@@ -754,8 +875,15 @@ _DISCOVERY: dict[str, dict[str, Any]] = {
         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
     },
     "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": []},
-    "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_GROUP]},
+    "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_GROUP, _DISCOVERY_GROUP]},
     f"/apis/{GROUP}": {"kind": "APIGroup", "apiVersion": "v1", **_GROUP},
+    "/apis/discovery.k8s.io": {"kind": "APIGroup", "apiVersion": "v1", **_DISCOVERY_GROUP},
+    "/apis/discovery.k8s.io/v1": {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "discovery.k8s.io/v1",
+        "resources": [_SLICE_RESOURCE],
+    },
     LEASES: {
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -777,3 +905,23 @@ def standard_tokens() -> dict[str, tuple[str, frozenset[str]]]:
 def node_tokens(names: list[str]) -> dict[str, tuple[str, frozenset[str]]]:
     """One token a node, so a test can partition one node's user from the apiserver."""
     return {f"lab-{n}-token": (f"system:node:{n}", ALL_VERBS) for n in names}
+
+
+def kubernetes_endpoint_slice(addresses: list[str], port: int) -> dict[str, Any]:
+    """The ``default/kubernetes`` EndpointSlice the apiservers keep: one endpoint each."""
+    family = "IPv6" if addresses and ":" in addresses[0] else "IPv4"
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+        },
+        "addressType": family,
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    }

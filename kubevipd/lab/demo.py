@@ -1,9 +1,14 @@
 """``kubevipd demo``: a VIP failing over between three simulated control-plane nodes.
 
-Three real daemons (``kubevipd run``, each in its own network namespace) share a Lease on the lab
-API server; a client namespace pings the VIP every 10 ms. The demo stops the leader (SIGTERM: a
-planned hand-over), then kills the next one and pulls its cable (a dead node: the lease must
-expire), and prints who holds the VIP and each outage the client saw.
+The lab has kubeadm's shape: each node namespace runs its own apiserver on 6443 (one shared
+store stands for etcd), and each node's kubeconfig names the VIP, as ``kubeadm init
+--control-plane-endpoint VIP:6443`` writes admin.conf. Three real daemons (``kubevipd run``, one
+a node) elect a leader through the Lease at their own apiserver; a client namespace pings the
+VIP and GETs ``https://VIP:6443/readyz`` every 10 ms. The demo stops the leader (SIGTERM: a
+planned hand-over) and starts it again, then stops the new leader's apiserver (a kubeadm upgrade
+restarts it; the node lives on), then kills the next leader and pulls its cable (a dead node:
+the lease must expire). It prints who holds the VIP, each outage the client's pings saw, and
+how long the API was unreachable through the VIP.
 """
 
 from __future__ import annotations
@@ -16,8 +21,15 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
-from kubevipd.lab.topology import HolderSampler, Lab, Pinger
+from kubevipd.lab.probes import ApiProber, HolderSampler, Pinger
+from kubevipd.lab.topology import Lab
+
+
+class _Probe(Protocol):
+    def replies_after(self, t: float) -> list[float]: ...
+    def outage_around(self, t: float, window: float = 30.0) -> float: ...
 
 
 def _say(text: str) -> None:
@@ -38,15 +50,24 @@ def _wait_single_holder(lab: Lab, sampler: HolderSampler, not_: str | None, time
     raise RuntimeError(f"no single VIP holder after {timeout:.0f}s (holders: {lab.holders()})")
 
 
-def _outage_ms(pinger: Pinger, since: float, settle: float = 0.5) -> float:
+def _outage_ms(probe: _Probe, since: float, settle: float = 0.5) -> float:
     """The longest silence the client saw around ``since``, once replies flow again."""
     end = time.monotonic() + 15
     while time.monotonic() < end:
-        later = pinger.replies_after(since)
+        later = probe.replies_after(since)
         if later and later[-1] - later[0] > settle and len(later) > 20:
             break
         time.sleep(0.05)
-    return round(pinger.outage_around(since, window=30) * 1000, 1)
+    return round(float(probe.outage_around(since, window=30)) * 1000, 1)
+
+
+def _outages(pinger: Pinger, api: ApiProber, since: float, key: str, out: dict[str, object]) -> str:
+    out[f"{key}_outage_ms"] = ping = _outage_ms(pinger, since)
+    out[f"{key}_api_outage_ms"] = reach = _outage_ms(api, since)
+    return (
+        f"the client's pings saw an outage of {ping} ms; https://VIP:6443/readyz answered "
+        f"again after {reach} ms"
+    )
 
 
 def main(n_nodes: int = 3, keep_logs: str | None = None) -> int:
@@ -63,11 +84,15 @@ def main(n_nodes: int = 3, keep_logs: str | None = None) -> int:
     try:
         lab = Lab.create(n_nodes)
         _say(
-            f"lab {lab.uid}: {n_nodes} nodes on {lab.subnet}.0/24, Lease API at {lab.api.url}, "
-            f"VIP {lab.vip}, client {lab.client_ip}"
+            f"lab {lab.uid}: {n_nodes} nodes on {lab.subnet}.0/24, each with its own apiserver "
+            f"on :6443; VIP {lab.vip}, client {lab.client_ip}"
+        )
+        _say(
+            f"every kubeconfig names {lab.vip_url}, as kubeadm writes admin.conf; the daemons "
+            "reach the Lease at their own apiserver (127.0.0.1:6443), never through the VIP"
         )
         _say("timings: lease_duration 3s, renew_deadline 2s, retry_period 500ms; ARP mode")
-        with HolderSampler(lab) as sampler, Pinger(lab) as pinger:
+        with HolderSampler(lab) as sampler, Pinger(lab) as pinger, ApiProber(lab) as api:
             t0 = time.monotonic()
             for node in lab.nodes:
                 lab.start(node)
@@ -79,31 +104,37 @@ def main(n_nodes: int = 3, keep_logs: str | None = None) -> int:
             steady = time.monotonic() + 0.5
             if not lab.wait_for(lambda: len(pinger.replies_after(steady)) > 20, 10):
                 raise RuntimeError("the client cannot ping the VIP")
-            _say(f"the client pings {lab.vip} every 10 ms and gets answers")
+            if not lab.wait_for(lambda: len(api.replies_after(steady)) > 20, 10):
+                raise RuntimeError(f"the client cannot reach {lab.vip_url}")
+            _say(f"the client pings {lab.vip} and GETs {lab.vip_url}/readyz every 10 ms")
 
             _say(f"\n1. systemctl stop on {first} (SIGTERM): a planned hand-over")
             t1 = time.monotonic()
             lab.signal(lab.node(first), signal.SIGTERM)
             second = _wait_single_holder(lab, sampler, first, 30)
-            results["sigterm_outage_ms"] = _outage_ms(pinger, t1)
-            _say(
-                f"   {second} holds the VIP; the client saw an outage of "
-                f"{results['sigterm_outage_ms']} ms; {first} exited with status "
-                f"{lab.wait_exit(lab.node(first))}"
-            )
+            _say(f"   {second} holds the VIP; {_outages(pinger, api, t1, 'sigterm', results)}")
+            _say(f"   {first} exited with status {lab.wait_exit(lab.node(first))}; started again")
+            lab.start(lab.node(first))
 
-            _say(f"\n2. {second} dies: SIGKILL and its cable pulled (the lease must expire)")
+            _say(f"\n2. the apiserver on {second} stops (a kubeadm upgrade restarts it)")
+            lab.wait_for(lambda: lab.ready(lab.node(first)), 10)
             t2 = time.monotonic()
-            lab.signal(lab.node(second), signal.SIGKILL)
-            lab.cut_link(lab.node(second))
+            lab.node(second).api.stop()
             third = _wait_single_holder(lab, sampler, second, 30)
-            results["node_death_outage_ms"] = _outage_ms(pinger, t2)
             _say(
-                f"   {third} holds the VIP; the client saw an outage of "
-                f"{results['node_death_outage_ms']} ms"
+                f"   {third} holds the VIP; {_outages(pinger, api, t2, 'apiserver_down', results)}"
             )
+            lab.node(second).api.restart()
+            _say(f"   the apiserver on {second} is back; {second} follows")
+
+            _say(f"\n3. {third} dies: SIGKILL and its cable pulled (the lease must expire)")
+            t3 = time.monotonic()
+            lab.signal(lab.node(third), signal.SIGKILL)
+            lab.cut_link(lab.node(third))
+            fourth = _wait_single_holder(lab, sampler, third, 30)
+            _say(f"   {fourth} holds the VIP; {_outages(pinger, api, t3, 'node_death', results)}")
             mac = lab.client_neighbour_mac()
-            ok_mac = mac == lab.node(third).mac
+            ok_mac = mac == lab.node(fourth).mac
             _say(
                 f"   the client's neighbour table maps {lab.vip} to {mac} "
                 f"({'the new leader' if ok_mac else 'NOT the new leader'})"

@@ -24,6 +24,15 @@ def _setns(fd: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def enter_netns(name: str) -> None:
+    """Move the calling thread (only it) into network namespace ``name``."""
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        _setns(fd)
+    finally:
+        os.close(fd)
+
+
 def run_in_netns(name: str, fn: Callable[[], T]) -> T:
     """Call ``fn`` in a new thread that has joined network namespace ``name``."""
     result: list[T] = []
@@ -31,11 +40,7 @@ def run_in_netns(name: str, fn: Callable[[], T]) -> T:
 
     def target() -> None:
         try:
-            fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-            try:
-                _setns(fd)
-            finally:
-                os.close(fd)
+            enter_netns(name)
             result.append(fn())
         except BaseException as e:
             error.append(e)

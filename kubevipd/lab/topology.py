@@ -1,15 +1,23 @@
-"""A lab of network namespaces: N control-plane "nodes" and a client on one bridge.
+"""A lab of network namespaces shaped like a kubeadm control plane: N nodes and a client.
+
+Each node namespace runs its own "local apiserver" on port 6443 of all its addresses (so
+``VIP:6443`` reaches the leader's, 127.0.0.1:6443 its own), and all of them serve one shared
+:class:`LeaseStore`, which stands for etcd. Every node's kubeconfig names the VIP, exactly as
+``kubeadm init --control-plane-endpoint VIP:6443`` writes ``admin.conf``, and the apiserver's
+certificate carries kubeadm's names (``kubernetes``, ``kubernetes.default``, ..., the node IPs,
+the VIP) but not 127.0.0.1. Faults are injected per node: its apiserver stopped, slow, answering
+5xx or 429, or cut from the store while still up (its ``/readyz`` then fails, as a real
+apiserver's does when it loses etcd). A pulled cable also cuts the node's apiserver from the
+store: with stacked etcd, a node alone has no quorum.
 
 Every name carries a unique id, and ``destroy()`` (also run by ``with``) kills what runs inside
 and deletes every namespace, so a test or an interrupted demo leaves the host as it was. The
-bridge lives in a namespace of its own, which also hosts the lab Lease API server: nothing is
-added to the host's own network.
+bridge lives in a namespace of its own: nothing is added to the host's own network.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import secrets
 import shutil
@@ -17,7 +25,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +33,26 @@ from typing import Any
 import yaml
 from pyroute2 import IPRoute
 
-from kubevipd.lab.apiserver import LabApiServer, node_tokens, standard_tokens
+from kubevipd.lab.apiserver import (
+    LabApiServer,
+    LeaseStore,
+    kubernetes_endpoint_slice,
+    node_tokens,
+    standard_tokens,
+)
 from kubevipd.lab.netns import run_in_netns
-from kubevipd.lab.pki import make_pki, write_kubeconfig
+from kubevipd.lab.pki import Pki, make_pki, write_kubeconfig
 
 API_PORT = 6443
+# The names kubeadm puts in the apiserver's certificate, besides the node's own name and IPs.
+KUBEADM_NAMES = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+SERVICE_IP = "10.96.0.1"  # the first address of kubeadm's default Service CIDR
+MAX_NODES = 10  # node addresses .11 to .20, all in the apiservers' certificate
 
 
 def _ip(*args: str) -> None:
@@ -47,6 +69,7 @@ class Node:
     netns: str
     ip: str
     bridge_port: str  # the veth end on the bridge: set it down to cut the node's link
+    api: LabApiServer  # this node's own apiserver (0.0.0.0:6443 and [::]:6443 in its namespace)
     mac: str = ""
     link_cut: bool = False
     proc: subprocess.Popen[bytes] | None = None
@@ -57,6 +80,11 @@ class Node:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def api_url(self) -> str:
+        """The node's apiserver as other nodes reach it (its advertise address)."""
+        return f"https://{self.ip}:{API_PORT}"
 
 
 @dataclass
@@ -70,7 +98,8 @@ class Lab:
     bridge_ns: str
     client_ns: str
     nodes: list[Node]
-    api: LabApiServer
+    store: LeaseStore  # what every node's apiserver serves: the lab's etcd
+    pki: Pki
     vip: str
     client_ip: str
     client_mac: str = ""
@@ -89,8 +118,18 @@ class Lab:
         prefix6 = f"fd00:{rnd // 250 + 1:x}:{rnd % 250 + 1:x}::"
         wd = workdir or Path(tempfile.mkdtemp(prefix=f"kubevipd-lab-{uid}-"))
         names = [f"n{i + 1}" for i in range(n)]
-        pki = make_pki(wd / "pki", [f"{subnet}.1"])
-        tokens = standard_tokens() | node_tokens(names)
+        ips = [f"{subnet}.{11 + i}" for i in range(n)]
+        vip = f"{subnet}.75"
+        # One certificate for every node's apiserver, with kubeadm's names: each node's IPs,
+        # the control-plane endpoint (the VIP), the Service IP; never 127.0.0.1.
+        # Room for nodes added later (add_node): .11 to .20.
+        spare = range(max(n, MAX_NODES))
+        sans_ip = [*(f"{subnet}.{11 + i}" for i in spare), *(f"{prefix6}{11 + i}" for i in spare)]
+        sans_ip += [vip, f"{prefix6}75"]
+        pki = make_pki(wd / "pki", [*sans_ip, SERVICE_IP], (*KUBEADM_NAMES, *names), loopback=False)
+        tokens = standard_tokens() | node_tokens(names)  # one dict, shared by every server
+        store = LeaseStore()
+        store.set_endpoint_slice("default", "kubernetes", kubernetes_endpoint_slice(ips, API_PORT))
         lab = cls(
             uid=uid,
             subnet=subnet,
@@ -99,17 +138,25 @@ class Lab:
             bridge_ns=f"kvl-{uid}-br",
             client_ns=f"kvl-{uid}-c",
             nodes=[
-                Node(name, f"kvl-{uid}-{name}", f"{subnet}.{11 + i}", f"kv{uid}{name}")
+                Node(
+                    name,
+                    f"kvl-{uid}-{name}",
+                    ips[i],
+                    f"kv{uid}{name}",
+                    LabApiServer(pki, tokens, store=store, bookmark_interval=1.0),
+                )
                 for i, name in enumerate(names)
             ],
-            api=LabApiServer(pki, tokens, bookmark_interval=1.0),
-            vip=f"{subnet}.75",
+            store=store,
+            pki=pki,
+            vip=vip,
             client_ip=f"{subnet}.100",
             _own_workdir=workdir is None,
         )
         try:
             lab._build()
-            lab.api.start(f"{subnet}.1", API_PORT, netns=lab.bridge_ns)
+            for node in lab.nodes:
+                node.api.start("::", API_PORT, netns=node.netns)
         except BaseException:
             lab.destroy()
             raise
@@ -161,33 +208,42 @@ class Lab:
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
 
+    def kubeconfig(self, name: str, token: str, user: str = "lab") -> Path:
+        """A kubeconfig as kubeadm writes ``admin.conf``: its server is the VIP."""
+        return write_kubeconfig(
+            self.workdir / f"{name}.kubeconfig", self.vip_url, self.pki, token, user=user
+        )
+
+    @property
+    def vip_url(self) -> str:
+        """The control-plane endpoint, as kubeadm's kubeconfigs and every client name it."""
+        return f"https://{self.vip}:{API_PORT}"
+
     def write_config(self, node: Node, **overrides: Any) -> Path:
-        kubeconfig = write_kubeconfig(
-            self.workdir / f"{node.name}.kubeconfig",
-            self.api.url,
-            self.api.pki,
-            f"lab-{node.name}-token",
-            user=f"system:node:{node.name}",
+        """The README's smallest config (interface, VIP, kubeconfig) plus the lab's timings.
+
+        No ``election.server`` and no health URL: the daemon must find its own apiserver at
+        127.0.0.1:6443 by itself, and its name is the namespace's host name, as on a real node.
+        """
+        kubeconfig = self.kubeconfig(
+            node.name, f"lab-{node.name}-token", f"system:node:{node.name}"
         )
         doc: dict[str, Any] = {
-            "node_name": node.name,
             "interface": "eth0",
             "vip": {"address": self.vip},
             "election": {
                 "kubeconfig": str(kubeconfig),
+                # The lab's timings, shorter than the shipped 5s/3s/1s to keep the tests quick.
                 "lease_duration": "3s",
                 "renew_deadline": "2s",
                 "retry_period": "500ms",
             },
-            "announce": {"mode": "arp", "arp": {"refresh": "3s"}},
             "health": {
-                "url": f"{self.api.url}/readyz",
                 "period": "200ms",
                 "timeout": "200ms",
                 "failure_threshold": 2,
                 "link_down_grace": "500ms",
             },
-            "log": {"level": "info"},
         }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(doc.get(key), dict):
@@ -210,12 +266,58 @@ class Lab:
         full_env.pop("NOTIFY_SOCKET", None)
         full_env.update(env or {})
         node.proc = subprocess.Popen(
-            ["ip", "netns", "exec", node.netns, *self.command, "run",
+            [*self.node_exec(node), *self.command, "run",
              "--config", str(node.config), "--run-dir", str(node.run_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,
         )  # fmt: skip
+
+    @staticmethod
+    def node_exec(node: Node) -> list[str]:
+        """Run a command "on" the node: in its network namespace, with its host name (a UTS
+        namespace of its own). Every step execs, so the command keeps the process's PID."""
+        return ["ip", "netns", "exec", node.netns, "unshare", "--uts", "--",
+                "sh", "-c", 'hostname "$0" && exec "$@"', node.name]  # fmt: skip
+
+    def add_node(self, name: str, netns: str, ip: str) -> Node:
+        """A node whose namespace someone else made (a systemd container): it gets its own
+        apiserver on 6443, a token, and a place in the ``kubernetes`` EndpointSlice. Wiring its
+        link to the bridge is the caller's."""
+        api = LabApiServer(self.pki, self.nodes[0].api.tokens, store=self.store)
+        api.tokens.update(node_tokens([name]))  # the dict every node's server shares
+        node = Node(name, netns, ip, f"kv{self.uid}{name}", api)
+        api.start("::", API_PORT, netns=netns)
+        self.nodes.append(node)
+        ips = [n.ip for n in self.nodes]
+        self.store.set_endpoint_slice(
+            "default", "kubernetes", kubernetes_endpoint_slice(ips, API_PORT)
+        )
+        return node
+
+    # faults -----------------------------------------------------------------
+
+    def cut_from_store(self, node: Node, cut: bool = True) -> None:
+        """The node's apiserver stays up but loses etcd: calls hang, /readyz fails."""
+        node.api.faults.store_cut = cut
+
+    def stop_apiservers(self) -> None:
+        """Every apiserver down at once (an etcd outage looks the same to kubevipd)."""
+        for n in self.nodes:
+            n.api.stop()
+
+    def start_apiservers(self) -> None:
+        for n in self.nodes:
+            if not n.api.running:
+                n.api.restart()
+
+    def requests(self) -> list[tuple[str, str, str, int]]:
+        """Every request any node's apiserver has served, recent ones last per node."""
+        return [r for n in self.nodes for r in n.api.requests]
+
+    @property
+    def request_count(self) -> int:
+        return sum(n.api.request_count for n in self.nodes)
 
     def ready(self, node: Node) -> bool:
         """The daemon's main loop runs: it has written its status file."""
@@ -235,13 +337,16 @@ class Lab:
             return None
 
     def cut_link(self, node: Node) -> None:
-        """The node's cable is pulled: its eth0 loses carrier and nothing gets through."""
+        """The node's cable is pulled: its eth0 loses carrier and nothing gets through, and its
+        apiserver loses etcd (stacked etcd: a node alone has no quorum)."""
         _ip("-n", self.bridge_ns, "link", "set", node.bridge_port, "down")
         node.link_cut = True
+        self.cut_from_store(node)
 
     def restore_link(self, node: Node) -> None:
         _ip("-n", self.bridge_ns, "link", "set", node.bridge_port, "up")
         node.link_cut = False
+        self.cut_from_store(node, False)
 
     # observation ------------------------------------------------------------
 
@@ -296,7 +401,8 @@ class Lab:
                     n.proc.wait(5)
         for f in self._log_files:
             f.close()
-        self.api.stop()
+        for n in self.nodes:
+            n.api.stop()
         for ipr in self._ipr.values():
             ipr.close()
         self._ipr.clear()
@@ -310,130 +416,3 @@ class Lab:
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         if self._own_workdir and not os.environ.get("KUBEVIPD_KEEP_LAB"):
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-class HolderSampler:
-    """Samples which nodes hold the VIP every ``interval`` from a thread; records every change."""
-
-    def __init__(self, lab: Lab, interval: float = 0.01) -> None:
-        self.lab = lab
-        self.interval = interval
-        self.samples = 0
-        self.max_holders = 0
-        self.double: list[tuple[float, list[str]]] = []
-        self.changes: list[tuple[float, tuple[str, ...]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="holder-sampler", daemon=True)
-        # Sockets of its own: one pyroute2 socket must not serve two threads' dumps at once.
-        self._iprs = {n.netns: run_in_netns(n.netns, IPRoute) for n in lab.nodes}
-
-    def __enter__(self) -> HolderSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for ipr in self._iprs.values():
-            ipr.close()
-
-    def _run(self) -> None:
-        last: tuple[str, ...] | None = None
-        while not self._stop.is_set():
-            t = time.monotonic()
-            holders = self.lab.holders(self._iprs)
-            self.samples += 1
-            self.max_holders = max(self.max_holders, len(holders))
-            if len(holders) > 1:
-                self.double.append((t, holders))
-            if tuple(holders) != last:
-                last = tuple(holders)
-                self.changes.append((t, last))
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
-
-    def holder(self) -> str | None:
-        return self.changes[-1][1][0] if self.changes and self.changes[-1][1] else None
-
-
-class Pinger:
-    """ICMP echo to the VIP from the client namespace every ``interval``; records replies."""
-
-    def __init__(self, lab: Lab, interval: float = 0.01) -> None:
-        import socket
-
-        self.target = lab.vip
-        self.interval = interval
-        self.ident = os.getpid() & 0xFFFF
-        self.replies: list[float] = []
-        self.sent = 0
-        self._sock = run_in_netns(
-            lab.client_ns,
-            lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
-        )
-        self._sock.settimeout(0.1)
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._send_loop, name="ping-send", daemon=True),
-            threading.Thread(target=self._recv_loop, name="ping-recv", daemon=True),
-        ]
-
-    def __enter__(self) -> Pinger:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(2)
-        self._sock.close()
-
-    @staticmethod
-    def _checksum(data: bytes) -> int:
-        if len(data) % 2:
-            data += b"\0"
-        s = sum(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
-        s = (s >> 16) + (s & 0xFFFF)
-        s += s >> 16
-        return ~s & 0xFFFF
-
-    def _send_loop(self) -> None:
-        seq = 0
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            seq = (seq + 1) & 0xFFFF
-            hdr = bytes([8, 0, 0, 0]) + self.ident.to_bytes(2, "big") + seq.to_bytes(2, "big")
-            payload = b"kubevipd-lab"
-            csum = self._checksum(hdr + payload)
-            pkt = hdr[:2] + csum.to_bytes(2, "big") + hdr[4:] + payload
-            with contextlib.suppress(OSError):
-                self._sock.sendto(pkt, (self.target, 0))
-                self.sent += 1
-            next_at += self.interval
-            self._stop.wait(max(0.0, next_at - time.monotonic()))
-
-    def _recv_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, (src, _) = self._sock.recvfrom(2048)
-            except (TimeoutError, OSError):
-                continue
-            ihl = (data[0] & 0x0F) * 4
-            icmp = data[ihl:]
-            is_reply = src == self.target and len(icmp) >= 8 and icmp[0] == 0
-            if is_reply and int.from_bytes(icmp[4:6], "big") == self.ident:
-                self.replies.append(time.monotonic())
-
-    def replies_after(self, t: float) -> list[float]:
-        return [r for r in self.replies if r > t]
-
-    def outage_between(self, t0: float, t1: float) -> float:
-        """The longest gap between replies within [t0, t1] (seconds)."""
-        rs = [r for r in self.replies if t0 <= r <= t1]
-        if len(rs) < 2:
-            return float("inf")
-        return max(b - a for a, b in itertools.pairwise(rs))
-
-    def outage_around(self, t: float, window: float = 30.0) -> float:
-        """The longest gap between replies in [t - 1s, t + window] (seconds)."""
-        return self.outage_between(t - 1.0, t + window)

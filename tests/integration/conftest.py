@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from kubevipd.lab.apiserver import LabApiServer, node_tokens, standard_tokens
 from kubevipd.lab.pki import Pki, make_pki, write_kubeconfig
+
+if TYPE_CHECKING:
+    from kubevipd.lab.topology import Lab
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +71,27 @@ def built_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = Path(r.stdout.strip().splitlines()[-1])
     assert path.name == f"kubevipd_{__version__}_all.deb" and path.exists()
     return path
+
+
+def kubectl() -> str:
+    path = os.environ.get("KUBEVIPD_KUBECTL") or shutil.which("kubectl")
+    assert path, "Debian's kubectl is needed: ./dev.sh setup unpacks kubernetes-client"
+    return path
+
+
+def kubectl_via_vip(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    """Debian's kubectl in the client's namespace, through ``https://VIP:6443`` as users reach
+    the API (the kubeconfig names the VIP too; ``--server`` says it again). Output: JSON."""
+    kc = lab.workdir / "client.kubeconfig"
+    if not kc.exists():
+        lab.kubeconfig("client", "lab-admin-token", "kubernetes-admin")
+    return subprocess.run(
+        ["ip", "netns", "exec", lab.client_ns, kubectl(), "--kubeconfig", str(kc),
+         "--server", lab.vip_url, "--request-timeout", "5s", *args, "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
 
 
 def require_root() -> None:

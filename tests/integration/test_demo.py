@@ -23,7 +23,7 @@ def _namespaces(uid: str) -> list[str]:
     return [p.name for p in Path("/run/netns").glob(f"kvl-{uid}-*")]
 
 
-def test_demo_fails_over_twice_and_cleans_up() -> None:
+def test_demo_fails_over_three_times_and_cleans_up() -> None:
     require_root()
     r = subprocess.run(
         [sys.executable, "-m", "kubevipd", "demo"], capture_output=True, text=True, timeout=300
@@ -35,6 +35,12 @@ def test_demo_fails_over_twice_and_cleans_up() -> None:
     assert result["max_holders"] == 1 and result["samples"] > 100
     assert result["sigterm_outage_ms"] < 1500
     assert result["node_death_outage_ms"] < 8000
+    # The API through https://VIP:6443 comes back too: at once after a hand-over; within the
+    # health gate's detection (2 x 200ms, + 200ms timeout) + 500ms when the leader's apiserver
+    # stops (+ the probe's own 150ms timeout); after the lease expired (3s) when a node dies.
+    assert result["sigterm_api_outage_ms"] < 1500
+    assert result["apiserver_down_api_outage_ms"] < 600 + 500 + 150
+    assert 2000 < result["node_death_api_outage_ms"] < 3000 + 1000
     assert "(the new leader)" in r.stdout
     assert f"removed lab {uid.group(1)}" in r.stdout
     assert _namespaces(uid.group(1)) == []

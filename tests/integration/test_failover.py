@@ -1,7 +1,12 @@
-"""Three real daemons in network namespaces, one lab Lease API server, one client.
+"""Three real daemons in network namespaces shaped like a kubeadm control plane, and a client.
 
-Every test samples all nodes every 10 ms for the whole run and fails if two ever hold the VIP,
-and after every takeover checks that the client reaches the VIP at the new leader's MAC.
+Each node runs its own lab apiserver on 6443 (one shared store stands for etcd), and each
+daemon's config is the README's smallest one plus the lab's timings: its kubeconfig names the
+VIP, as kubeadm's admin.conf does, and there is no election.server, so the daemons must find
+their own apiserver at 127.0.0.1:6443. Every test samples all nodes every 10 ms for the whole
+run and fails if two ever hold the VIP, and after every takeover checks that the client reaches
+the VIP at the new leader's MAC and that Debian's kubectl gets the Lease through
+https://VIP:6443 from the new leader's apiserver.
 Lab timings: lease 3s, renew deadline 2s, retry 500ms; health every 200ms, 2 failures.
 """
 
@@ -25,9 +30,10 @@ import pytest
 import yaml
 
 from kubevipd.lab.netns import run_in_netns
-from kubevipd.lab.topology import HolderSampler, Lab, Node, Pinger, netns_exists
+from kubevipd.lab.probes import ApiProber, HolderSampler, Pinger
+from kubevipd.lab.topology import Lab, Node, netns_exists
 
-from .conftest import require_root
+from .conftest import kubectl_via_vip, require_root
 
 pytestmark = pytest.mark.root
 
@@ -47,13 +53,27 @@ class Run:
         return self.lab.node(self.lab.holders()[0])
 
     def assert_client_reaches(self, node: Node) -> None:
-        """The client's neighbour entry points at ``node`` and pings get answers again."""
+        """The client's neighbour entry points at ``node``, pings get answers again, and the
+        API answers through the VIP: kubectl gets the Lease from ``node``'s apiserver."""
         assert self.lab.wait_for(lambda: self.lab.client_neighbour_mac() == node.mac, 2.0), (
             f"client maps the VIP to {self.lab.client_neighbour_mac()}, leader {node.name} "
             f"is {node.mac}"
         )
         since = time.monotonic()
         assert self.lab.wait_for(lambda: len(self.pinger.replies_after(since)) >= 5, 3.0)
+
+        def kubectl_reads() -> int:
+            return sum(
+                1
+                for user, method, path, code in list(node.api.requests)
+                if user == "kubernetes-admin" and "/leases/plndr-cp-lock" in path and code == 200
+            )
+
+        before = kubectl_reads()
+        out = kubectl_via_vip(self.lab, "get", "lease", "-n", "kube-system", "plndr-cp-lock")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["spec"]["holderIdentity"] == node.name
+        assert kubectl_reads() > before, f"{node.name}'s apiserver did not serve kubectl"
 
     def restart_all(self, **overrides: object) -> Node:
         """Stop every daemon, start them again with config overrides; returns the leader."""
@@ -145,26 +165,82 @@ def test_a_dead_leader_is_replaced_after_the_lease_expires(run: Run) -> None:
     run.assert_client_reaches(new)
 
 
-def test_a_leader_cut_off_from_the_apiserver_drops_the_vip_before_anyone_takes_it(
-    run: Run,
-) -> None:
-    old = run.leader
-    run.lab.api.faults.cut(old.ip)
+def test_a_leader_whose_apiserver_lost_etcd_drops_the_vip_then_hands_over(run: Run) -> None:
+    """Without the health gate only the renew deadline acts: the leader's apiserver is cut from
+    the store (its calls hang), so the VIP goes 2s after the last renewal, and the release that
+    follows reaches another node's apiserver: a follower takes over before the lease expires."""
+    old = run.restart_all(health={"enabled": False})
     t0 = time.monotonic()
+    run.lab.cut_from_store(old)
     assert run.lab.wait_for(lambda: old.name not in run.lab.holders(), 5)
     dropped = time.monotonic() - t0
-    assert dropped < 3.5, dropped  # renew deadline 2s after its last renewal
     new = run.wait_new_leader(old.name, 8)
-    run.assert_client_reaches(new)
+    took = time.monotonic() - t0
+    # The last renewal was at most one retry period (0.5s) before the cut.
+    assert 1.4 < dropped < 2.3, dropped
+    # Released, not expired: an expiry comes 3s after the last renewal a follower saw.
+    assert took < dropped + 0.5 < 3.0, (dropped, took)
+    assert run.sampler.double == []  # the VIP was gone before anyone took it
     assert "could not renew the lease within 2s" in run.lab.log_text(old)
-    run.lab.api.faults.heal()
+    assert "released the lease through https://" in run.lab.log_text(old)
+    run.assert_client_reaches(new)
+    run.lab.cut_from_store(old, False)
     time.sleep(1.5)
     assert run.lab.holders() == [new.name]  # the healed node stays a follower
 
 
+@pytest.mark.parametrize("fault", ["stopped", "cut from etcd"])
+def test_a_leader_whose_apiserver_dies_hands_over_within_detection_plus_500ms(
+    run: Run, fault: str
+) -> None:
+    """kubeadm upgrades restart each apiserver, and apiservers crash. The health gate sees it
+    in at most two checks 200ms apart; the release cannot go through the dead apiserver, so it
+    goes to the others (the kubernetes EndpointSlice); a follower takes over at once."""
+    old = run.leader
+    detection = 0.2 * 2 + 0.2  # two failed checks, each up to its 200ms timeout late
+    with ApiProber(run.lab) as probe:
+        assert run.lab.wait_for(lambda: len(probe.ok) > 5, 3)
+        t0 = time.monotonic()
+        if fault == "stopped":
+            old.api.stop()
+        else:
+            run.lab.cut_from_store(old)
+        new = run.wait_new_leader(old.name, 5)
+        took = time.monotonic() - t0
+        assert run.lab.wait_for(lambda: len(probe.replies_after(t0 + took)) > 5, 3)
+        api_outage = probe.outage_around(t0, 5)
+    assert took < detection + 0.5, f"{took:.3f}s\n{run.logs()}"
+    assert api_outage < detection + 0.5 + 0.3, api_outage  # + the ARP update, probe period
+    assert "the local apiserver is unhealthy" in run.lab.log_text(old)
+    assert "released the lease through https://" in run.lab.log_text(old)
+    run.assert_client_reaches(new)
+    time.sleep(1.0)
+    assert run.lab.holders() == [new.name]  # a node whose apiserver is down never campaigns
+
+
+@pytest.mark.parametrize("fault", ["503", "429", "slow"])
+def test_a_leader_whose_apiserver_fails_every_call_hands_over_before_expiry(
+    run: Run, fault: str
+) -> None:
+    """/readyz still says ok, so only the renew deadline (2s) catches an apiserver that answers
+    every call with 503 or 429, or too late; the release through the others follows at once."""
+    old = run.leader
+    t0 = time.monotonic()
+    if fault == "slow":
+        old.api.faults.latency = 1.0  # every renewal times out (0.5s)
+    else:
+        old.api.faults.error_code = int(fault)
+    new = run.wait_new_leader(old.name, 5)
+    took = time.monotonic() - t0
+    assert took < 2.0 + 0.5, f"{took:.3f}s: the lease expired instead of being released"
+    assert "could not renew the lease within 2s" in run.lab.log_text(old)
+    run.assert_client_reaches(new)
+    old.api.faults.latency, old.api.faults.error_code = 0.0, None
+
+
 def test_an_unhealthy_local_apiserver_hands_over_at_once(run: Run) -> None:
     old = run.leader
-    run.lab.api.faults.not_ready.add(old.ip)
+    old.api.faults.unready = True
     t0 = time.monotonic()
     new = run.wait_new_leader(old.name, 5)
     took = time.monotonic() - t0
@@ -188,15 +264,15 @@ def test_a_vip_deleted_by_hand_is_restored_quickly(run: Run) -> None:
     assert "VIP disappeared from the interface while leader" in run.lab.log_text(leader)
 
 
-def test_apiserver_down_longer_than_the_lease_then_back(run: Run) -> None:
+def test_every_apiserver_down_longer_than_the_lease_then_back(run: Run) -> None:
     old = run.leader
-    run.lab.api.stop()
+    run.lab.stop_apiservers()
     t0 = time.monotonic()
     assert run.lab.wait_for(lambda: run.lab.holders() == [], 4), "the VIP stayed without a lease"
     assert time.monotonic() - t0 < 3.5
     time.sleep(3.5)  # longer than the lease: nobody may hold the VIP meanwhile
     assert run.lab.holders() == []
-    run.lab.api.restart()
+    run.lab.start_apiservers()
     assert run.lab.wait_for(lambda: len(run.lab.holders()) == 1, 15), run.logs()
     new = run.lab.node(run.lab.holders()[0])
     run.assert_client_reaches(new)
@@ -235,12 +311,12 @@ def test_sighup_moves_the_vip_and_keeps_an_invalid_config_out(run: Run) -> None:
     run.lab.signal(leader, signal.SIGHUP)
 
     def lease_duration() -> object:
-        spec = run.lab.api.store.get("kube-system", "plndr-cp-lock")["spec"]
+        spec = run.lab.store.get("kube-system", "plndr-cp-lock")["spec"]
         return spec["leaseDurationSeconds"]  # type: ignore[index]
 
     assert run.lab.wait_for(lambda: lease_duration() == 4, 5), run.logs()
     assert "take effect after a restart" in run.lab.log_text(leader)
-    assert ("kube-system", "other-lock") not in run.lab.api.store.objects
+    assert ("kube-system", "other-lock") not in run.lab.store.objects
     assert moved in addrs() and "lost leadership" not in run.lab.log_text(leader)
 
 
@@ -419,7 +495,7 @@ def test_a_leader_that_cannot_add_the_vip_hands_over(run: Run) -> None:
 
 
 def test_a_link_flap_shorter_than_the_grace_keeps_the_leader_and_reannounces(run: Run) -> None:
-    # In the lab a pulled cable also cuts the node from its "local apiserver": two failed health
+    # In the lab a pulled cable also cuts the node's apiserver from etcd: two failed health
     # checks (400ms) would hand over before the 500ms grace. Without the gate only carrier acts.
     leader = run.restart_all(health={"enabled": False})
     run.lab.cut_link(leader)
@@ -434,8 +510,8 @@ def test_a_link_flap_shorter_than_the_grace_keeps_the_leader_and_reannounces(run
 
 
 def test_a_leader_whose_link_stays_down_hands_over(run: Run) -> None:
-    # In the lab a pulled cable also cuts the node from its "local apiserver"; without the
-    # health gate only the carrier rule can act.
+    # In the lab a pulled cable also cuts the node's apiserver from etcd; without the health
+    # gate only the carrier rule can act.
     old = run.restart_all(health={"enabled": False})
     ipr = run.lab.ipr(old.netns)
 
@@ -461,7 +537,7 @@ def test_without_any_healthy_node_one_leads_then_hands_over_to_the_first_healthy
 ) -> None:
     lab = run.lab
     for n in lab.nodes:
-        lab.api.faults.not_ready.add(n.ip)
+        n.api.faults.unready = True
     old = run.leader
     # The leader steps down; after a lease duration with nobody healthy, one node leads anyway.
     assert lab.wait_for(lambda: old.name not in lab.holders(), 5)
@@ -477,27 +553,23 @@ def test_without_any_healthy_node_one_leads_then_hands_over_to_the_first_healthy
     degraded = degraded_leader()
     assert degraded is not None
     run.assert_client_reaches(degraded)
-    lease = lab.api.store.get("kube-system", "plndr-cp-lock")
+    lease = lab.store.get("kube-system", "plndr-cp-lock")
     assert lease["metadata"]["annotations"]["kubevipd.io/degraded"] == "true"
     healthy = next(n for n in lab.nodes if n is not degraded)
-    lab.api.faults.not_ready.discard(healthy.ip)
+    healthy.api.faults.unready = False
     new = run.wait_new_leader(degraded.name, 5)
     assert new is healthy, f"{new.name} took over, {healthy.name} is the healthy one"
     assert f"healthy node {healthy.name} asked to take over" in lab.log_text(degraded)
     run.assert_client_reaches(healthy)
-    lease = lab.api.store.get("kube-system", "plndr-cp-lock")
+    lease = lab.store.get("kube-system", "plndr-cp-lock")
     assert "kubevipd.io/degraded" not in (lease["metadata"].get("annotations") or {})
 
 
 def test_a_kubeconfig_without_rights_is_one_clear_line_and_a_retry(run: Run) -> None:
-    from kubevipd.lab.pki import write_kubeconfig
-
     node = next(n for n in run.lab.nodes if n is not run.leader)
     run.lab.signal(node, signal.SIGTERM)
     assert run.lab.wait_exit(node, 10) == 0
-    kc = write_kubeconfig(
-        run.lab.workdir / "nobody.kubeconfig", run.lab.api.url, run.lab.api.pki, "lab-nobody-token"
-    )
+    kc = run.lab.kubeconfig("nobody", "lab-nobody-token")
     run.lab.start(node, election={"kubeconfig": str(kc)})
     assert run.lab.wait_for(lambda: "forbidden" in run.lab.log_text(node), 10)
     time.sleep(2)
@@ -518,7 +590,7 @@ def test_cleanup_after_a_crash_removes_the_vip_and_hands_over(run: Run) -> None:
 
     def cleanup() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["ip", "netns", "exec", old.netns, sys.executable, "-m", "kubevipd", "cleanup",
+            [*run.lab.node_exec(old), sys.executable, "-m", "kubevipd", "cleanup",
              "--config", str(old.config), "--run-dir", str(old.run_dir)],
             capture_output=True,
             text=True,

@@ -4,8 +4,6 @@ Debian's kubectl. It must behave as a kube-apiserver does for everything kubevip
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import threading
 import time
@@ -19,7 +17,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from kubevipd.lab.apiserver import LabApiServer
 
-from .conftest import KubeconfigFactory
+from .conftest import KubeconfigFactory, kubectl
 
 NS = "kube-system"
 NAME = "plndr-cp-lock"
@@ -174,18 +172,12 @@ def test_a_watch_from_a_compacted_version_gets_410_gone(
 # ------------------------------------------------------------------ kubectl
 
 
-def _kubectl() -> str:
-    path = os.environ.get("KUBEVIPD_KUBECTL") or shutil.which("kubectl")
-    assert path, "Debian's kubectl is needed: ./dev.sh setup unpacks kubernetes-client"
-    return path
-
-
 def test_kubectl_reads_the_lease(kubeconfig: KubeconfigFactory) -> None:
     api = lease_api(kubeconfig())
     api.create_namespaced_lease(NS, body("cp1"))
     kc = str(kubeconfig())
     out = subprocess.run(
-        [_kubectl(), "--kubeconfig", kc, "get", "lease", "-n", NS, NAME, "-o", "yaml"],
+        [kubectl(), "--kubeconfig", kc, "get", "lease", "-n", NS, NAME, "-o", "yaml"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -196,14 +188,14 @@ def test_kubectl_reads_the_lease(kubeconfig: KubeconfigFactory) -> None:
     assert doc["spec"]["holderIdentity"] == "cp1"
     assert doc["spec"]["renewTime"] == T0
     listing = subprocess.run(
-        [_kubectl(), "--kubeconfig", kc, "get", "leases", "-n", NS],
+        [kubectl(), "--kubeconfig", kc, "get", "leases", "-n", NS],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert listing.returncode == 0 and NAME in listing.stdout, listing.stderr
     denied = subprocess.run(
-        [_kubectl(), "--kubeconfig", str(kubeconfig("lab-nobody-token")), "get", "lease",
+        [kubectl(), "--kubeconfig", str(kubeconfig("lab-nobody-token")), "get", "lease",
          "-n", NS, NAME],
         capture_output=True,
         text=True,

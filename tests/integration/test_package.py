@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from kubevipd import __version__
-from kubevipd.lab.topology import HolderSampler, Lab
+from kubevipd.lab.probes import HolderSampler
+from kubevipd.lab.topology import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/root"}

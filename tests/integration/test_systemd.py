@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubevipd.lab.apiserver import node_tokens
-from kubevipd.lab.topology import HolderSampler, Lab, Node
+from kubevipd.lab.probes import HolderSampler
+from kubevipd.lab.topology import Lab, Node
 
 from .conftest import require_root
 from .systemd_pid1 import SystemdContainer, Unavailable
@@ -67,7 +67,7 @@ def setup(built_deb: Path, tmp_path: Path) -> Iterator[tuple[Lab, SystemdContain
         except Unavailable as e:
             pytest.skip(f"no systemd in namespaces here: {e}")
         try:
-            node = Node("sd", c.netns_name, f"{lab.subnet}.14", f"kv{lab.uid}sd")
+            node = lab.add_node("sd", c.netns_name, f"{lab.subnet}.14")
             br = lab.bridge_ns
             for args in (
                 ["-n", br, "link", "add", "name", node.bridge_port, "type", "veth", "peer",
@@ -79,8 +79,6 @@ def setup(built_deb: Path, tmp_path: Path) -> Iterator[tuple[Lab, SystemdContain
             ):  # fmt: skip
                 subprocess.run(["ip", *args], check=True, capture_output=True)
             node.mac = lab.mac_of(node.netns)
-            lab.nodes.append(node)
-            lab.api.tokens.update(node_tokens([node.name]))
             # This machine is a container image whose policy-rc.d forbids maintainer scripts
             # to touch services; a real node has none (removed in the container's RAM only).
             c.run("rm", "-f", "/usr/sbin/policy-rc.d")

@@ -11,7 +11,7 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 
-from kubevipd.config.model import Config, ElectionSpec
+from kubevipd.config.model import Config, ElectionSpec, default_election_server
 from kubevipd.handoff import KUBECONFIG_DIR_ENV
 from kubevipd.vip.netlink import Vip, default_route_interface
 
@@ -62,17 +62,6 @@ def resolve_interface(cfg: Config) -> str:
 KUBECONFIG_CREDENTIAL = "kubeconfig"
 
 
-def local_apiserver(cfg: Config) -> str:
-    """This node's own apiserver: where the Lease is read, watched and written by default.
-
-    Never the kubeconfig's server: kubeadm writes the control-plane endpoint there, i.e. the
-    VIP, which nobody holds at bootstrap or after the leader crashed. 127.0.0.1 is verified
-    against the name ``kubernetes`` (kubevipd.health.tls_name), which kubeadm's and k3s's
-    certificates carry; kube-vip reaches it the same way, as https://kubernetes:6443.
-    """
-    return f"https://127.0.0.1:{cfg.vip.port}"
-
-
 def election_spec(cfg: Config) -> ElectionSpec:
     """The election settings as the daemon uses them: the server it talks to (the configured
     ``election.server``, else this node's own apiserver) and the kubeconfig it can read.
@@ -82,7 +71,10 @@ def election_spec(cfg: Config) -> ElectionSpec:
     non-root daemon (same file name, so the super-admin.conf fallback is found there too), then
     the configured file itself. It supplies credentials and the CA, never the address.
     """
-    spec = replace(cfg.election, server=cfg.election.server or local_apiserver(cfg))
+    # kubevipd.health.tls_name verifies 127.0.0.1 against "kubernetes", the name kubeadm's and
+    # k3s's certificates carry; kube-vip reaches the same apiserver as https://kubernetes:6443.
+    server = cfg.election.server or default_election_server(cfg.vip.port)
+    spec = replace(cfg.election, server=server)
     directory = os.environ.get("CREDENTIALS_DIRECTORY")
     if directory:
         cred = Path(directory) / KUBECONFIG_CREDENTIAL

@@ -15,7 +15,7 @@ from kubevipd.lab.apiserver import LabApiServer, node_tokens, standard_tokens
 from kubevipd.lab.pki import Pki, make_pki, write_kubeconfig
 
 if TYPE_CHECKING:
-    from kubevipd.lab.topology import Lab
+    from kubevipd.lab.topology import Lab, Node
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +92,25 @@ def kubectl_via_vip(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=30,
     )  # fmt: skip
+
+
+def assert_api_via_vip(lab: Lab, node: Node, identity: str | None = None) -> None:
+    """The API answers through the VIP as users reach it: kubectl gets the Lease, held by
+    ``identity`` (default: the node's name), and ``node``'s own apiserver served the request."""
+    import json
+
+    def kubectl_reads() -> int:
+        return sum(
+            1
+            for user, _, path, code in list(node.api.requests)
+            if user == "kubernetes-admin" and "/leases/plndr-cp-lock" in path and code == 200
+        )
+
+    before = kubectl_reads()
+    out = kubectl_via_vip(lab, "get", "lease", "-n", "kube-system", "plndr-cp-lock")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["spec"]["holderIdentity"] == (identity or node.name)
+    assert kubectl_reads() > before, f"{node.name}'s apiserver did not serve kubectl"
 
 
 def require_root() -> None:

@@ -19,6 +19,8 @@ from kubevipd import __version__
 from kubevipd.lab.probes import HolderSampler
 from kubevipd.lab.topology import Lab
 
+from .conftest import assert_api_via_vip
+
 ROOT = Path(__file__).resolve().parents[2]
 CLEAN = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/root"}
 
@@ -128,11 +130,13 @@ def test_failover_with_the_installed_package(installed: Path) -> None:
             assert lab.wait_for(lambda: len(lab.holders()) == 1, 30), lab.log_text(lab.nodes[0])
             assert lab.wait_for(lambda: all(lab.ready(n) for n in lab.nodes), 30)
             first = lab.node(lab.holders()[0])
+            assert_api_via_vip(lab, first)
             lab.signal(first, signal.SIGTERM)
             assert lab.wait_for(lambda: lab.holders() not in ([], [first.name]), 5)
             assert lab.wait_exit(first, 10) == 0
             new = lab.node(lab.holders()[0])
             assert lab.wait_for(lambda: lab.client_neighbour_mac() in (None, new.mac), 2)
+            assert_api_via_vip(lab, new)
             # The daemon is Debian's python running the package's code.
             assert new.proc is not None
             assert os.readlink(f"/proc/{new.proc.pid}/exe").startswith("/usr/bin/python3")

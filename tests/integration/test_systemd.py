@@ -21,7 +21,7 @@ import yaml
 from kubevipd.lab.probes import HolderSampler
 from kubevipd.lab.topology import Lab, Node
 
-from .conftest import require_root
+from .conftest import assert_api_via_vip, require_root
 from .systemd_pid1 import SystemdContainer, Unavailable
 
 pytestmark = pytest.mark.root
@@ -125,6 +125,8 @@ def test_the_package_under_systemd(setup: tuple[Lab, SystemdContainer, Node, str
     assert copy.split() == ["440", "root", "kubevipd"]
     assert "copied /etc/kubernetes/admin.conf" in c.journal(COPIER)
     assert lab.wait_for(lambda: c.prop(UNIT, "StatusText").startswith("leader of"), 5)
+    sd_identity = c.run("hostname").stdout.strip()  # the node's name, as on a real node
+    assert_api_via_vip(lab, sd, sd_identity)
     status = c.run("kubevipd", "status").stdout
     assert "role:         leader" in status and "present here" in status
 
@@ -165,6 +167,7 @@ def test_the_package_under_systemd(setup: tuple[Lab, SystemdContainer, Node, str
         assert lab.wait_for(lambda: lab.holders() in (["n1"], ["n2"]), 1.0), lab.holders()
         handover = time.monotonic() - t0
         assert handover < 1.0, handover
+        assert_api_via_vip(lab, lab.node(lab.holders()[0]))
         assert lab.wait_for(lambda: c.prop(UNIT, "ActiveState") == "inactive", 10)
         assert c.prop(UNIT, "Result") == "success"
 
@@ -207,6 +210,7 @@ def test_the_package_under_systemd(setup: tuple[Lab, SystemdContainer, Node, str
         c.run("kill", "-KILL", main)
         assert lab.wait_for(lambda: lab.holders() == ["n1"], 5), c.journal(UNIT)
         assert time.monotonic() - t1 < 4.0  # released by the cleanup, not left to expire (5s)
+        assert_api_via_vip(lab, n1)
         assert "cleanup: removed" in c.journal(UNIT)
         assert lab.wait_for(lambda: c.prop(UNIT, "ActiveState") == "active", 20)
         c.systemctl("stop", UNIT)

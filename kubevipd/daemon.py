@@ -9,13 +9,19 @@ Safety argument (never two holders): a leader counts its renew deadline from the
 its last successful write; a follower counts the lease's expiry from the moment it *saw* that write
 on its own monotonic clock, which is later. renew_deadline < lease_duration, and the leader removes
 the VIP when its deadline passes, so it is gone before any follower may take the lease. Remote
-timestamps are never compared with the local clock, so skew between nodes cannot break this.
+timestamps are never compared with the local clock, so skew between nodes cannot break this; the
+lease duration written is rounded *up* to whole seconds, so followers never wait less than the
+leader holds. Two more rules keep it across a restart and a reload: a VIP left by a crashed run
+stays only until that run's own deadline, measured on the monotonic clock (never this host's wall
+clock, which may have stepped); and shorter timings shorten the running deadline at once.
+tests/unit/test_safety.py checks the property on arbitrary interleavings (hypothesis).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 from dataclasses import dataclass, field
 
 from kubevipd.election.base import (
@@ -141,6 +147,9 @@ class Machine:
     now: float  # monotonic time at construction
     wall: float = 0.0  # wall-clock time of the last call, for timestamps written to the lease
     vip_at_start: bool = False
+    # The deadline of the run that left the VIP (monotonic, this boot), from the run directory;
+    # None: unknown, so a VIP found at start cannot be proven live and goes at once.
+    inherited_deadline: float | None = None
     # For log lines: "became leader of plndr-cp-lock, VIP 192.168.0.75 on eth0".
     lease_name: str = "the lease"
     vip_text: str = "the VIP"
@@ -174,6 +183,8 @@ class Machine:
     # The last repeating warning and when it was logged: a failure that repeats every retry
     # period is logged once a minute, not every second.
     _repeat: tuple[str, float] = ("", 0.0)
+    # The renew deadline when the acquire or renew in flight was sent (see _held_for).
+    _sent_renew_deadline: float = float("inf")
 
     def __post_init__(self) -> None:
         self.role_since = self.now
@@ -219,12 +230,23 @@ class Machine:
             if self.announce_due:
                 times.append(self.announce_due[0])
         elif self.role is Role.STARTING and self.holds_vip:
-            times.append(self.role_since + self.t.api_timeout)
+            times.append(self._inherited_until())
         elif self.role is Role.FOLLOWER and self.in_flight is None:
             at = self._campaign_at()
             if at is not None:
                 times.append(max(at, self.next_attempt))
+            if self.next_attempt > self.now:
+                times.append(self.next_attempt)  # e.g. a takeover request to send again
         return min(times) if times else None
+
+    def set_timings(self, t: Timings) -> None:
+        """A reload: the new timings apply at once. A shorter renew deadline also shortens the
+        running one (counted from the last renewal sent), or the leader would keep the VIP past
+        what followers, told the new lease duration at the next renewal, wait for."""
+        self.t = t
+        if self.role is Role.LEADER and self.last_renew_ok is not None:
+            self.deadline = min(self.deadline, self.last_renew_ok + t.renew_deadline)
+            self.next_renew = min(self.next_renew, self.last_renew_ok + t.retry_period)
 
     def restart_announcing(self) -> None:
         """The VIP moved (reload): announce it as after a takeover."""
@@ -299,7 +321,17 @@ class Machine:
                     self._send(out, "release", release_record(r.record, self.wall))
                     self._become(Role.STEPPING_DOWN, "acquired the lease while stopping")
                     return
-                self.deadline = ev.sent_at + self.t.renew_deadline
+                if self.now >= ev.sent_at + self._held_for():
+                    # The answer came after the deadline it would have started: followers may
+                    # have taken the lease meanwhile. Never add the VIP for it; give it back.
+                    self._warn_repeating(
+                        f"acquired the lease, but the answer took {self.now - ev.sent_at:.1f}s, "
+                        "past the renew deadline: releasing it"
+                    )
+                    self.next_attempt = self.now + self.t.lease_duration
+                    self._send(out, "release", release_record(r.record, self.wall))
+                    return
+                self.deadline = ev.sent_at + self._held_for()
                 self.next_renew = ev.sent_at + self.t.retry_period
                 self.last_renew_ok = ev.sent_at
                 self.degraded = r.record.degraded
@@ -311,11 +343,16 @@ class Machine:
             elif not r.conflict:
                 self._warn_repeating(f"could not acquire the lease: {r.error}; retrying")
                 self.next_attempt = self.now + self.t.retry_period
+            elif r.record is None:
+                # A lost race whose read-back failed too: the apiserver is struggling, and the
+                # lease as we know it is stale. Wait a retry period instead of trying again now.
+                self._warn_repeating(f"lost a race for the lease and cannot read it: {r.error}")
+                self.next_attempt = self.now + self.t.retry_period
         elif ev.op == "renew":
             if self.role is not Role.LEADER or self.release_pending:
                 pass  # a late answer: the release (if pending) goes out below
             elif r.ok and r.record is not None:
-                self.deadline = ev.sent_at + self.t.renew_deadline
+                self.deadline = ev.sent_at + self._held_for()
                 self.next_renew = ev.sent_at + self.t.retry_period
                 self.last_renew_ok = ev.sent_at
                 self.degraded = r.record.degraded
@@ -334,8 +371,11 @@ class Machine:
                     "could not release the lease (%s); followers wait for it to expire", r.error
                 )
             self._become(Role.STOPPED if self.stopping else Role.FOLLOWER, self.step_down_reason)
-        elif ev.op == "request" and not r.ok and not r.conflict:
+        elif ev.op == "request" and not r.ok:
+            # Lost a race (the leader renewed meanwhile) or failed: ask again after a retry
+            # period, unless the fresh lease shows the request is there already.
             self.requested_takeover_of = None
+            self.next_attempt = self.now + self.t.retry_period
         if self.release_pending and self.in_flight is None:
             self.release_pending = False
             o = self.observed
@@ -350,10 +390,12 @@ class Machine:
         if self.role is Role.STARTING:
             if self.seen:
                 self._settle_startup(out)
-            elif self.holds_vip and self.now >= self.role_since + self.t.api_timeout:
+            elif self.holds_vip and self.now >= self._inherited_until():
                 log.warning(
-                    "removing a VIP left behind by an earlier run: the lease cannot be read to "
-                    "prove this node still holds it"
+                    "removing a VIP left behind by an earlier run: %s",
+                    "the lease cannot be read to prove this node still holds it"
+                    if self.inherited_deadline is not None
+                    else "no deadline of that run is known on this boot",
                 )
                 out.append(RemoveVip())
                 self.holds_vip = False
@@ -362,20 +404,29 @@ class Machine:
         elif self.role in (Role.FOLLOWER, Role.STARTING):
             self._follow(out)
 
+    def _inherited_until(self) -> float:
+        """Until when a VIP found at start may stay while the lease is not read yet: the old
+        run's own deadline, and never longer than it takes to read the lease."""
+        if self.inherited_deadline is None:
+            return self.now
+        return min(self.inherited_deadline, self.role_since + self.t.api_timeout)
+
+    def _inherited_deadline_for(self, r: LeaderRecord | None) -> float | None:
+        """The deadline a restarted leader carries on with, or None: the lease must name this
+        node, and the old run's deadline (monotonic) must not have passed."""
+        until = self.inherited_deadline
+        if r is None or r.holder != self.identity or until is None or self.now >= until:
+            return None
+        return min(until, self.now + self.t.renew_deadline)
+
     def _settle_startup(self, out: list[Action]) -> None:
-        """A VIP left by a crashed run stays only if this node still holds a live lease."""
+        """A VIP left by a crashed run stays only if this node still holds the lease, and only
+        until that run's own deadline (monotonic: the lease's renewTime is this host's wall clock,
+        which may have stepped since), and never longer than renew_deadline from now."""
         if self.holds_vip:
-            r = self.observed
-            mine = (
-                r is not None
-                and r.holder == self.identity
-                and r.renew_time is not None
-                and self.wall < r.renew_time.timestamp() + self.t.renew_deadline
-            )
-            if mine and r is not None and r.renew_time is not None and not self.stopping:
-                # Carry on as leader: the deadline is the old run's, counted on this host's clock.
-                left = r.renew_time.timestamp() + self.t.renew_deadline - self.wall
-                self.deadline = self.now + left
+            until = self._inherited_deadline_for(self.observed)
+            if until is not None and not self.stopping:
+                self.deadline = until
                 self.next_renew = self.now
                 self._start_announcing()
                 self._become(Role.LEADER, "this node still holds the lease from an earlier run")
@@ -447,6 +498,7 @@ class Machine:
             and self.link_up
             and self.requested_takeover_of != r.holder
             and not r.takeover_requested_by
+            and self.now >= self.next_attempt
         ):
             log.info(
                 "leader %s is degraded and this node is healthy: asking it to hand over", r.holder
@@ -485,9 +537,20 @@ class Machine:
     # ---------------------------------------------------------------- helpers
 
     def _duration_s(self) -> int:
-        return max(1, round(self.t.lease_duration))
+        """leaseDurationSeconds is whole seconds: rounded up, never down, or followers would
+        take a 2.5s lease at 2s while this leader holds until its 2.2s renew deadline."""
+        return max(1, math.ceil(self.t.lease_duration - 1e-9))
+
+    def _held_for(self) -> float:
+        """How long a successful write lets this node hold the VIP, from when it was sent: the
+        renew deadline of the timings that wrote its lease duration, or of today's if a reload
+        made it shorter since (a longer one applies from the next write, which carries its
+        longer lease duration to the followers)."""
+        return min(self.t.renew_deadline, self._sent_renew_deadline)
 
     def _send(self, out: list[Action], op: Op, record: LeaderRecord) -> None:
+        if op in ("acquire", "renew"):
+            self._sent_renew_deadline = self.t.renew_deadline
         self.in_flight = op
         out.append(Write(op, record, self.t.api_timeout))
 

@@ -165,6 +165,7 @@ class Runner:
             now=now,
             wall=time.time(),
             vip_at_start=bool(self.link and self.link.present()),
+            inherited_deadline=status_file.held_until(run_dir),
             lease_name=cfg.election.lease_name,
             vip_text=self._vip_text(),
         )
@@ -370,7 +371,10 @@ class Runner:
     def _publish(self) -> None:
         m = self.machine
         holder = m.observed.holder if m.observed else ""
-        key = (m.role, holder, m.holds_vip, m.transitions)
+        # The deadline is in the key: a restart after a crash may keep the VIP only until the
+        # deadline written here (status.held_until), so it must never lag behind a renewal
+        # that shortened it; a renewal that lengthened it may lag (that is only conservative).
+        key = (m.role, holder, m.holds_vip, m.transitions, m.deadline)
         now = time.monotonic()
         if key == self._published and now - self._published_at < 1.0:
             return
@@ -400,6 +404,9 @@ class Runner:
             "health": self.health_text,
             "last_error": m.last_error,
             "updated": wall_now,
+            **status_file.deadline_fields(
+                m.deadline if m.role is Role.LEADER and m.holds_vip else None
+            ),
         }
         try:
             status_file.write(self.run_dir, state)
@@ -446,7 +453,7 @@ class Runner:
         if new_vips != self.vips or new_ifname != self.ifname:
             self._move_vip(new_vips, new_ifname)
         self.cfg = new
-        self.machine.t = timings(new)
+        self.machine.set_timings(timings(new))
         if new.health != old.health:
             self._start_health()
         logging.getLogger().setLevel(new.log_level.upper())

@@ -31,6 +31,35 @@ def write(directory: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, directory / FILE)
 
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def deadline_fields(deadline: float | None) -> dict[str, Any]:
+    """The leader's renew deadline on the monotonic clock, which is shared by every process of
+    one boot (and only of one boot: hence the boot id)."""
+    return {"held_until_monotonic": deadline, "boot_id": _boot_id()}
+
+
+def held_until(directory: Path) -> float | None:
+    """The deadline of the run that wrote the file, if it led on this boot: a VIP it left
+    behind may stay until then, and not a moment longer (kubevipd.daemon)."""
+    try:
+        state = json.loads((directory / FILE).read_text())
+        deadline = state.get("held_until_monotonic")
+        if deadline is None or not state.get("boot_id") or state["boot_id"] != _boot_id():
+            return None
+        return float(deadline)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def remove(directory: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         (directory / FILE).unlink()

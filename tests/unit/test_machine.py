@@ -34,10 +34,24 @@ WALL0 = 1_800_000_000.0
 class Sim:
     """One machine on a fake clock; ``wall`` runs with the monotonic clock unless skewed."""
 
-    def __init__(self, ident: str = "n1", t: Timings = T, vip_at_start: bool = False) -> None:
+    def __init__(
+        self,
+        ident: str = "n1",
+        t: Timings = T,
+        vip_at_start: bool = False,
+        inherited: float | None = None,
+        skew: float = 0.0,
+    ) -> None:
         self.now = 100.0
-        self.skew = 0.0
-        self.m = Machine(ident, t, now=self.now, wall=WALL0, vip_at_start=vip_at_start)
+        self.skew = skew
+        self.m = Machine(
+            ident,
+            t,
+            now=self.now,
+            wall=WALL0 + skew,
+            vip_at_start=vip_at_start,
+            inherited_deadline=inherited,
+        )
 
     @property
     def wall(self) -> float:
@@ -542,27 +556,66 @@ def test_a_follower_without_carrier_does_not_campaign() -> None:
 
 
 def test_a_vip_left_by_a_crashed_run_is_removed_when_another_node_holds_the_lease() -> None:
-    s = Sim("n2", vip_at_start=True)
+    s = Sim("n2", vip_at_start=True, inherited=102.5)
     s.healthy()
     assert s.ev(Observed(held_by("n1")))[0] == RemoveVip()
     assert not s.m.holds_vip
 
 
-def test_a_vip_left_by_a_crashed_run_stays_while_this_node_holds_a_live_lease() -> None:
-    s = Sim("n1", vip_at_start=True)
+def test_a_vip_left_by_a_crashed_run_stays_until_that_runs_own_deadline() -> None:
+    """Restarted half a second after its last renewal (renew deadline 3s): the old run wrote
+    its deadline, 102.5 on the monotonic clock, to the run directory."""
+    s = Sim("n1", vip_at_start=True, inherited=102.5)
     s.healthy()
-    s.now += 0.5  # restarted half a second after its last renewal
+    s.now += 0.5
     out = s.ev(Observed(held_by("n1")))
     assert RemoveVip() not in out and AddVip() not in out
     assert s.m.role is Role.LEADER and s.write_of(out).op == "renew"
-    assert s.m.deadline == pytest.approx(s.now + 2.5)
+    assert s.m.deadline == pytest.approx(102.5)
+
+
+@pytest.mark.parametrize("skew", [-20.0, 20.0])
+def test_a_wall_clock_step_does_not_move_the_inherited_deadline(skew: float) -> None:
+    """The lease's renewTime was written on the wall clock, which then stepped: with the clock
+    20s behind, trusting it gave a deadline 23s away against a 3s renew deadline."""
+    s = Sim("n1", vip_at_start=True, inherited=102.5, skew=skew)
+    s.healthy()
+    s.now += 0.5
+    s.ev(Observed(held_by("n1")))  # renewTime = WALL0: 20s in this host's future, or past
+    assert s.m.role is Role.LEADER and s.m.deadline == pytest.approx(102.5)
+
+
+def test_never_more_than_renew_deadline_from_now() -> None:
+    s = Sim("n1", vip_at_start=True, inherited=150.0)  # whatever the run directory says
+    s.healthy()
+    s.ev(Observed(held_by("n1")))
+    assert s.m.deadline == pytest.approx(s.now + T.renew_deadline)
+
+
+def test_a_vip_without_a_known_deadline_goes_at_once() -> None:
+    """No run directory from this boot (or another boot's): nothing proves the VIP live."""
+    s = Sim("n1", vip_at_start=True)
+    assert s.ev(None) == [RemoveVip()]
+    s.healthy()
+    assert AddVip() not in s.ev(Observed(held_by("n1")))
+    assert s.m.role is Role.FOLLOWER
+
+
+def test_an_inherited_deadline_that_passed_removes_the_vip() -> None:
+    s = Sim("n1", vip_at_start=True, inherited=100.3)
+    s.healthy()
+    s.now += 0.5
+    assert RemoveVip() in s.ev(Observed(held_by("n1")))
 
 
 def test_a_vip_left_behind_goes_when_the_lease_cannot_be_read() -> None:
-    s = Sim("n1", vip_at_start=True)
+    s = Sim("n1", vip_at_start=True, inherited=102.5)
     assert s.tick(0.5) == []
-    assert s.m.next_wakeup() == pytest.approx(101.0)
+    assert s.m.next_wakeup() == pytest.approx(101.0)  # one API timeout to read the lease
     assert s.tick(0.5) == [RemoveVip()]
+    early = Sim("n1", vip_at_start=True, inherited=100.3)  # ... or the old deadline, if sooner
+    assert early.m.next_wakeup() == pytest.approx(100.3)
+    assert early.tick(0.3) == [RemoveVip()]
 
 
 def test_next_wakeup_tells_the_loop_when_time_alone_matters() -> None:
@@ -572,3 +625,72 @@ def test_next_wakeup_tells_the_loop_when_time_alone_matters() -> None:
     assert s.m.next_wakeup() == pytest.approx(105.0)
     s2, _ = leader()
     assert s2.m.next_wakeup() == pytest.approx(100.25)  # the next announcement
+
+
+# ------------------------------------------------------------------ issue 12's defects
+
+
+def test_a_fractional_lease_is_written_rounded_up() -> None:
+    """2.5s would be written as 2: followers would take it at 2s, the leader holds to 2.2s."""
+    s = Sim(t=replace(T, lease_duration=2.5, renew_deadline=2.2, retry_period=1.0))
+    s.healthy()
+    assert s.write_of(s.ev(Observed(None))).record.lease_duration_s == 3
+
+
+def test_a_takeover_request_that_loses_a_race_is_sent_again() -> None:
+    s = Sim("n2")
+    s.healthy()
+    rec = held_by("n1", annotations={DEGRADED: "true"})
+    w = s.write_of(s.ev(Observed(rec)))
+    renewed = replace(rec, version="8")  # the degraded leader renewed meanwhile
+    out = s.ev(WriteDone("request", WriteResult(ok=False, conflict=True, record=renewed), s.now))
+    assert out == []
+    assert s.m.next_wakeup() == pytest.approx(s.now + T.retry_period)
+    again = s.write_of(s.tick(T.retry_period))
+    assert again.op == "request" and again.record.version == "8"
+    assert w.record.version == "7"
+
+
+def test_a_conflict_whose_read_back_failed_waits_a_retry_period() -> None:
+    s = Sim("n2")
+    s.healthy()
+    s.write_of(s.ev(Observed(held_by("", version="8", duration=1))))
+    out = s.ev(WriteDone("acquire", WriteResult(ok=False, conflict=True, error="409"), s.now))
+    assert out == [] and s.tick(0.01) == [] and s.tick(0.5) == []
+    assert s.write_of(s.tick(0.5)).op == "acquire"  # one retry period later, not in a loop
+
+
+def test_a_reload_that_shortens_the_renew_deadline_shortens_the_running_one() -> None:
+    s, _ = leader()
+    s.tick(0.4)
+    s.m.set_timings(replace(T, lease_duration=2, renew_deadline=1.0, retry_period=0.5))
+    assert s.m.deadline == pytest.approx(101.0)  # the last renewal was sent at 100.0
+    assert RemoveVip() in s.tick(0.6)  # no renewal answered since 100.0
+
+
+def test_a_longer_renew_deadline_counts_only_for_writes_that_carried_the_longer_lease() -> None:
+    """A renewal sent with a 5s lease, answered after a reload to 15s/10s: the followers were
+    told 5s, so this renewal may hold the VIP for the old 3s only."""
+    s, _ = leader()
+    w = s.write_of(s.tick(1.0))
+    assert w.op == "renew" and w.record.lease_duration_s == 5
+    s.m.set_timings(replace(T, lease_duration=15, renew_deadline=10, retry_period=2))
+    s.complete(w)
+    assert s.m.deadline == pytest.approx(101.0 + 3.0)
+    w2 = s.write_of(s.tick(2.0))
+    assert w2.record.lease_duration_s == 15
+    s.complete(w2)
+    assert s.m.deadline == pytest.approx(103.0 + 10.0)
+
+
+def test_an_acquire_answered_after_its_deadline_never_adds_the_vip() -> None:
+    s = Sim("n2")
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    sent = s.now
+    s.now += T.renew_deadline + 0.1  # a hung apiserver answers at last: followers may lead now
+    stored = replace(w.record, version="1")
+    out = s.ev(WriteDone("acquire", WriteResult(ok=True, record=stored), sent))
+    assert AddVip() not in out and s.m.role is not Role.LEADER
+    rel = s.write_of(out)
+    assert rel.op == "release" and rel.record.version == "1"

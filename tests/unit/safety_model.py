@@ -1,0 +1,335 @@
+"""A model of a cluster for the never-two-holders property: several Machines, one Lease store.
+
+Hypothesis (tests/unit/test_safety.py) drives it as a discrete-event simulation on one global
+clock. Each node has a link to the store whose behaviour hypothesis changes at any time: fast,
+slow, cut (writes never arrive and time out, the watch stalls and relists when healed), answers
+lost after the write landed, conflicts whose read-back fails, watch events reordered by random
+delays. On top of that: a node's wall clock steps, a daemon crashes and restarts at once with
+its VIP still on the interface (its write in flight may still land), a reload changes the
+timings, health changes. After every event the invariant is checked: at no instant do two nodes
+hold the VIP.
+
+The model does with a machine's actions what kubevipd's runner does, nothing more: a Write goes
+out (its ``sent_at`` is when it left), AddVip and RemoveVip change the interface, and a restart
+builds a new Machine as ``kubevipd.runner`` does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from kubevipd.daemon import (
+    AddVip,
+    HealthChanged,
+    Machine,
+    Observed,
+    RemoveVip,
+    Role,
+    Timings,
+    Write,
+    WriteDone,
+)
+from kubevipd.election.base import LeaderRecord, WriteResult
+
+WALL0 = 1_800_000_000.0
+NODES = 3
+MAX_EVENTS = 5000  # per time step: every loop is bounded
+
+
+@st.composite
+def timings(draw: Callable[..., Any]) -> Timings:
+    """What the loader accepts (lease > renew > 1.2 x retry, whole milliseconds), with integer
+    and fractional leases."""
+    lease = draw(st.sampled_from([1.0, 2.5, 5.0]))
+    renew = round(lease * draw(st.sampled_from([0.5, 0.88])), 3)
+    retry = round(renew / draw(st.sampled_from([1.25, 4.0])), 3)
+    return Timings(
+        lease_duration=lease,
+        renew_deadline=renew,
+        retry_period=retry,
+        health_gate=draw(st.booleans()),
+    )
+
+
+@dataclass
+class Link:
+    """How one node's requests and watch travel (seconds)."""
+
+    apply: float = 0.002  # request to the store
+    answer: float = 0.002  # store to the answer
+    watch: float = 0.005  # store to this node's watch
+    jitter: float = 0.0  # random extra watch delay: events arrive out of order
+    cut: bool = False
+    lose_answers: bool = False  # writes land, answers are lost (the client times out)
+    readback_fails: bool = False  # a 409's read-back fails: the conflict comes without a record
+
+
+# A few links, each a way the network or the apiserver misbehaves (a small set finds more than
+# arbitrary combinations in the same number of examples).
+LINKS = st.sampled_from(
+    [
+        Link(),
+        Link(apply=0.3),  # slow requests
+        Link(answer=1.5),  # answers come back late
+        Link(apply=1.5, answer=1.5),
+        Link(watch=1.5),  # this node sees changes late
+        Link(watch=0.3, jitter=2.0),  # ... and out of order
+        Link(cut=True),
+        Link(lose_answers=True),
+        Link(readback_fails=True),
+    ]
+)
+
+
+# A link that changes again later: mostly cut (the worst next step) or healed.
+THEN = st.none() | st.tuples(
+    st.sampled_from([0.3, 1.0, 3.0]), st.sampled_from([Link(cut=True), Link()])
+)
+
+
+@dataclass
+class InFlight:
+    node: int
+    generation: int  # the run that sent it; a restarted daemon never reads its answer
+    write: Write
+    sent_at: float
+
+
+@dataclass
+class Node:
+    name: str
+    machine: Machine
+    link: Link = field(default_factory=Link)
+    skew: float = 0.0  # wall clock minus the true time
+    holds: bool = False  # the VIP is on its interface
+    generation: int = 0
+    stale: bool = False  # its watch missed events while cut: it relists when healed
+
+
+MachineFactory = Callable[..., Machine]
+# A node by index, or NODES: the one that leads or holds the VIP now (faults that hit the leader
+# find the most).
+WHO = st.integers(0, NODES)
+
+
+class Cluster(RuleBasedStateMachine):
+    """Subclass with another ``factory`` to check the property against a broken machine."""
+
+    factory: MachineFactory = Machine
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 100.0
+        self.version = 0
+        self.record: LeaderRecord | None = None
+        self.nodes: list[Node] = []
+        self.queue: list[tuple[float, int, str, Any]] = []
+        self.seq = 0
+        self.rng = random.Random(0)
+
+    # ------------------------------------------------------------ plumbing
+
+    def wall(self, n: Node) -> float:
+        return WALL0 + self.now + n.skew
+
+    def make(
+        self, name: str, t: Timings, vip: bool, skew: float, inherited: float | None = None
+    ) -> Machine:
+        return self.factory(
+            name,
+            t,
+            now=self.now,
+            wall=WALL0 + self.now + skew,
+            vip_at_start=vip,
+            inherited_deadline=inherited,
+        )
+
+    def pick(self, who: int) -> int:
+        if who < NODES:
+            return who
+        leading = [i for i, n in enumerate(self.nodes) if n.machine.role is Role.LEADER]
+        holding = [i for i, n in enumerate(self.nodes) if n.holds]  # e.g. restarted, starting
+        return (leading or holding or [0])[0]
+
+    def at(self, when: float, kind: str, data: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (when, self.seq, kind, data))
+
+    def feed(self, i: int, event: object) -> None:
+        n = self.nodes[i]
+        out = n.machine.handle(event, self.now, self.wall(n))  # type: ignore[arg-type]
+        for a in out:
+            if isinstance(a, Write):
+                f = InFlight(i, n.generation, a, self.now)
+                if n.link.cut:
+                    self.at(self.now + a.timeout, "answer", (f, _timeout()))
+                else:
+                    self.at(self.now + n.link.apply, "apply", f)
+            elif isinstance(a, AddVip):
+                n.holds = True
+            elif isinstance(a, RemoveVip):
+                n.holds = False
+            self.check()
+
+    def check(self) -> None:
+        holders = [n.name for n in self.nodes if n.holds]
+        assert len(holders) <= 1, f"two holders at t={self.now:.3f}: {holders}"
+
+    def store(self, f: InFlight) -> WriteResult:
+        """The apiserver: compare-and-swap on the resourceVersion, as LeaseElection reports it."""
+        cur, want = self.record, f.write.record.version
+        if cur is None and want:
+            return WriteResult(ok=False, missing=True, error="not found")
+        if (cur is None and not want) or (cur is not None and want == cur.version):
+            self.version += 1
+            self.record = replace(f.write.record, version=str(self.version))
+            for j in range(len(self.nodes)):
+                self.watch_to(j, self.record)
+            return WriteResult(ok=True, record=self.record)
+        if self.nodes[f.node].link.readback_fails:
+            return WriteResult(ok=False, conflict=True, error="409; read-back failed")
+        return WriteResult(ok=False, conflict=True, record=cur, error="409")
+
+    def watch_to(self, j: int, record: LeaderRecord | None) -> None:
+        n = self.nodes[j]
+        if n.link.cut:
+            n.stale = True
+            return
+        delay = n.link.watch + (self.rng.uniform(0, n.link.jitter) if n.link.jitter else 0.0)
+        self.at(self.now + delay, "watch", (j, n.generation, record))
+
+    def process(self, kind: str, data: Any) -> None:
+        if kind == "apply":
+            f: InFlight = data
+            n = self.nodes[f.node]
+            result = self.store(f)
+            if n.link.lose_answers and result.ok:
+                self.at(f.sent_at + f.write.timeout, "answer", (f, _timeout()))
+            else:
+                self.at(self.now + n.link.answer, "answer", (f, result))
+        elif kind == "answer":
+            f, result = data
+            if f.generation == self.nodes[f.node].generation:
+                self.feed(f.node, WriteDone(f.write.op, result, f.sent_at))
+        elif kind == "watch":
+            j, generation, record = data
+            if generation == self.nodes[j].generation:
+                self.feed(j, Observed(record))
+        elif kind == "link":
+            self.set_link(*data)
+
+    def run_until(self, end: float) -> None:
+        """Events and machine wake-ups in time order, as the main loops would see them."""
+        for _ in range(MAX_EVENTS):
+            wakes = [(w, i) for i, n in enumerate(self.nodes) if (w := n.machine.next_wakeup())]
+            t_wake = min((w for w, _ in wakes), default=float("inf"))
+            t_event = self.queue[0][0] if self.queue else float("inf")
+            if min(t_wake, t_event) > end:
+                self.now = end
+                return
+            self.now = max(self.now, min(t_wake, t_event))
+            if t_event <= t_wake:
+                _, _, kind, data = heapq.heappop(self.queue)
+                self.process(kind, data)
+            else:
+                for w, i in wakes:
+                    if w <= self.now:
+                        self.feed(i, None)
+        raise AssertionError(f"no progress at t={self.now:.3f}: a machine wakes and does nothing")
+
+    # ------------------------------------------------------------ rules
+
+    @initialize(t=timings(), seed=st.integers(0, 2**32 - 1))
+    def start(self, t: Timings, seed: int) -> None:
+        self.rng = random.Random(seed)
+        for i in range(NODES):
+            name = f"n{i + 1}"
+            self.nodes.append(Node(name, self.make(name, t, False, 0.0)))
+        for i in range(NODES):
+            self.feed(i, HealthChanged(True))
+            self.watch_to(i, self.record)  # the first list: no lease yet
+
+    @rule(dt=st.sampled_from([0.01, 0.1, 0.5, 1.0, 3.0, 10.0]))
+    def time_passes(self, dt: float) -> None:
+        self.run_until(self.now + dt)
+
+    @rule(i=WHO, link=LINKS, then=THEN)
+    def a_link_changes(self, i: int, link: Link, then: tuple[float, Link] | None = None) -> None:
+        """``then``: it changes again that much later (a flap: answers lost, then cut)."""
+        i = self.pick(i)
+        self.set_link(i, link)
+        if then is not None:
+            self.at(self.now + then[0], "link", (i, then[1]))
+
+    def set_link(self, i: int, link: Link) -> None:
+        n = self.nodes[i]
+        was_cut, n.link = n.link.cut, link
+        if was_cut and not link.cut and n.stale:
+            n.stale = False
+            self.watch_to(i, self.record)  # the watch broke: relist
+
+    @rule(i=WHO, step=st.sampled_from([-30.0, -2.0, -0.5, 0.5, 20.0]))
+    def a_wall_clock_steps(self, i: int, step: float) -> None:
+        i = self.pick(i)
+        self.nodes[i].skew += step
+
+    @rule(i=WHO)
+    def a_daemon_crashes_and_restarts(self, i: int) -> None:
+        """SIGKILL and an immediate restart (Restart=on-failure, no cleanup in between): the VIP
+        is still on the interface; the write in flight may still land."""
+        i = self.pick(i)
+        n = self.nodes[i]
+        n.generation += 1
+        old = n.machine
+        # What the runner reads back from the run directory (status.held_until).
+        inherited = old.deadline if old.role is Role.LEADER and old.holds_vip else None
+        n.machine = self.make(n.name, old.t, n.holds, n.skew, inherited)
+        n.stale = False
+        self.feed(i, HealthChanged(True))
+        self.watch_to(i, self.record)  # the new run lists the lease first
+
+    @rule(i=WHO, t=timings())
+    def a_reload_changes_the_timings(self, i: int, t: Timings) -> None:
+        i = self.pick(i)
+        self.nodes[i].machine.set_timings(t)  # what the runner's SIGHUP does
+        self.feed(i, None)
+
+    @rule(i=WHO, healthy=st.booleans())
+    def health_changes(self, i: int, healthy: bool) -> None:
+        i = self.pick(i)
+        self.feed(i, HealthChanged(healthy))
+
+    # Faults that strike together, at one instant: rare as a chance sequence of the rules above,
+    # yet exactly what breaks a machine that trusts its wall clock or its old deadline.
+
+    @rule(step=st.sampled_from([-30.0, -2.0, 0.0, 20.0]), link=LINKS)
+    def the_leader_restarts_with_a_stepped_clock_and_a_new_link(
+        self, step: float, link: Link
+    ) -> None:
+        i = self.pick(NODES)
+        self.a_wall_clock_steps(i, step)
+        self.a_daemon_crashes_and_restarts(i)
+        self.a_link_changes(i, link)
+
+    @rule(t=timings(), link=LINKS, then=THEN)
+    def the_leader_reloads_and_its_link_changes(
+        self, t: Timings, link: Link, then: tuple[float, Link] | None
+    ) -> None:
+        i = self.pick(NODES)
+        self.a_reload_changes_the_timings(i, t)
+        self.a_link_changes(i, link, then)
+
+    @invariant()
+    def never_two_holders(self) -> None:
+        self.check()
+
+
+def _timeout() -> WriteResult:
+    return WriteResult(ok=False, error="no answer", error_kind="timeout")

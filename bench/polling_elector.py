@@ -17,7 +17,16 @@ loop below make it behave like client-go as kube-vip configures it:
 Followers poll the Lease every retry period (the module has no watch). The VIP is added and
 announced with kubevipd's own netlink and ARP code, so the comparison is about the election.
 
+Like kube-vip on a kubeadm node, it takes its credentials from the node's kubeconfig (whose
+server is the VIP, as kubeadm writes admin.conf) but talks to the node's own apiserver:
+kube-vip rewrites the API host to ``kubernetes:6443``, a host alias for 127.0.0.1, because the
+certificate names ``kubernetes`` and not 127.0.0.1. Here: ``--server https://127.0.0.1:6443
+--tls-server-name kubernetes``. When that apiserver dies or loses etcd, the leader's renewals
+fail until the renew deadline, and the followers take the Lease when it expires (client-go's
+release after a lost renewal goes to the same dead apiserver, so it changes nothing).
+
     ip netns exec NS python bench/polling_elector.py --kubeconfig K --identity n1 \
+        --server https://127.0.0.1:6443 --tls-server-name kubernetes \
         --interface eth0 --vip 10.0.0.100 --ready-file /run/x/ready
 """
 
@@ -179,7 +188,11 @@ class VipHolder:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--kubeconfig", required=True)
+    ap.add_argument(
+        "--kubeconfig", required=True, help="credentials and CA (and the server, alone)"
+    )
+    ap.add_argument("--server", help="the apiserver to talk to instead of the kubeconfig's")
+    ap.add_argument("--tls-server-name", help="the name to verify its certificate against")
     ap.add_argument("--identity", required=True)
     ap.add_argument("--interface", required=True)
     ap.add_argument("--vip", required=True)
@@ -194,6 +207,10 @@ def main() -> int:
 
     cfg = client.Configuration()
     config.load_kube_config(config_file=args.kubeconfig, client_configuration=cfg)
+    if args.server:
+        cfg.host = args.server.rstrip("/")
+    if args.tls_server_name:
+        cfg.assert_hostname = args.tls_server_name  # urllib3 checks the certificate against it
     cfg.retries = False
     api = client.CoordinationV1Api(client.ApiClient(cfg))
     lock = LeaseLock(args.lease, args.namespace, args.identity, api)

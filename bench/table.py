@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Print the Markdown table of a bench/failover.py result: bench/table.py bench/results.json"""
+"""Print the Markdown table of a bench/failover.py result: bench/table.py bench/results.json
+
+The outage is given two ways for each system, median / p95 in ms: the longest gap in the
+client's pings to the VIP ("ping"), and in its ``GET https://VIP:6443/readyz`` ("API": what
+kubectl sees, the VIP held *and* a working apiserver behind it).
+"""
 
 from __future__ import annotations
 
@@ -12,33 +17,74 @@ NAMES = {
     "crash": "crash (SIGKILL + link cut)",
     "link_down": "leader's link down",
     "follower_restart": "follower restart",
-    "apiserver_partition": "leader cut off from the apiserver",
+    "apiserver_partition": "leader's apiserver cut from etcd",
+    "apiserver_dies": "leader's apiserver dies",
 }
+
+
+def cells(sc: dict[str, Any] | None, rounds: int) -> list[str]:
+    if sc is None:
+        return ["-", "-"]
+    o, a = sc["outage_ms"], sc["api_outage_ms"]
+    fewer = f" ({sc['rounds']} rounds)" if sc["rounds"] != rounds else ""
+    return [f"{o['median']:.0f} / {o['p95']:.0f}", f"{a['median']:.0f} / {a['p95']:.0f}{fewer}"]
 
 
 def table(doc: dict[str, Any]) -> str:
     systems = list(doc["systems"])
+    rounds = doc["rounds"]
     head = (
         "| scenario | "
-        + " | ".join(f"{s}: outage median / p95 / max (ms)" for s in systems)
+        + " | ".join(f"{s} ping | {s} API" for s in systems)
         + " | two holders (ms): "
         + " / ".join(systems)
         + " |"
     )
-    lines = [head, "|---" * (2 + len(systems)) + "|"]
+    lines = [head, "|---" * (2 + 2 * len(systems)) + "|"]
     for key, label in NAMES.items():
-        cells = [label]
-        double = []
-        for s in systems:
+        scs = [doc["systems"][s]["scenarios"].get(key) for s in systems]
+        if all(sc is None for sc in scs):
+            continue
+        double = [f"{sc['dual_holder_ms_total']:.0f}" if sc else "-" for sc in scs]
+        lines.append(
+            "| "
+            + " | ".join([label, *(c for sc in scs for c in cells(sc, rounds)), " / ".join(double)])
+            + " |"
+        )
+    lines.append("")
+    lines.append("Outages in ms, median / p95 over the rounds.")
+    detail = []
+    for s in systems:
+        for key in ("apiserver_partition", "apiserver_dies"):
             sc = doc["systems"][s]["scenarios"].get(key)
             if sc is None:
-                cells.append("-")
-                double.append("-")
                 continue
-            o = sc["outage_ms"]
-            cells.append(f"{o['median']:.0f} / {o['p95']:.0f} / {o['max']:.0f}")
-            double.append(f"{sc['dual_holder_ms_total']:.0f}")
-        lines.append("| " + " | ".join([*cells, " / ".join(double)]) + " |")
+            bits = [
+                f"{what} {sc[f'{k}_median']:.0f} ms"
+                for k, what in (
+                    ("detected_ms", "noticed"),
+                    ("dropped_ms", "old leader without the VIP"),
+                    ("takeover_ms", "new holder"),
+                )
+                if f"{k}_median" in sc
+            ]
+            if bits:
+                detail.append(f"- {s}, {NAMES[key]} (medians after the fault): " + ", ".join(bits))
+        backs = [
+            (k, sc["failback"])
+            for k, sc in doc["systems"][s]["scenarios"].items()
+            if "failback" in sc
+        ]
+        if backs:
+            detail.append(
+                f"- {s}: the VIP moves back to its MASTER when it recovers (preemption): "
+                + "; ".join(
+                    f"{NAMES[k]}: after {b['after_ms_median']:.0f} ms, ping "
+                    f"{b['outage_ms']['median']:.0f} / API {b['api_outage_ms']['median']:.0f} ms "
+                    f"median, two holders {b['dual_holder_ms_total']:.0f} ms"
+                    for k, b in backs
+                )
+            )
     extra = []
     for s in systems:
         d = doc["systems"][s]
@@ -61,8 +107,12 @@ def table(doc: dict[str, Any]) -> str:
         if "api_requests_per_s" in d:
             r = d["api_requests_per_s"]
             bits.append(f"API requests/s: leader {r['leader']}, follower {r['follower']}")
+        if "dual_holder_ms_whole_run" in d:
+            bits.append(f"two holders over the whole run: {d['dual_holder_ms_whole_run']:.0f} ms")
+        if d.get("errors"):
+            bits.append(f"{len(d['errors'])} failed rounds: " + "; ".join(d["errors"]))
         extra.append(f"- {s} ({d['version']}): " + "; ".join(bits))
-    return "\n".join([*lines, "", *extra])
+    return "\n".join([*lines, *detail, "", *extra])
 
 
 if __name__ == "__main__":

@@ -175,7 +175,10 @@ class Machine:
     requested_takeover_of: str | None = None
     announce_due: list[float] = field(default_factory=list)
     step_down_reason: str = ""
-    release_pending: bool = False
+    # Writes still out whose answers no longer gate the next one: a release went out beside
+    # them, because a renewal hung on a dying apiserver must not delay a hand-over.
+    superseded: list[Op] = field(default_factory=list)
+    re_released: bool = False  # a release that met our own late renewal was sent again
     # After the VIP could not be added: no campaign before then, so the lease goes to a node
     # that can hold the VIP instead of coming back here at once.
     cannot_hold_until: float = 0.0
@@ -309,8 +312,14 @@ class Machine:
         return not self.t.health_gate or self.healthy is True
 
     def _write_done(self, ev: WriteDone, out: list[Action]) -> None:
-        self.in_flight = None
         r = ev.result
+        if ev.op in self.superseded:
+            # The write a release overtook: only what it tells of the lease still counts.
+            self.superseded.remove(ev.op)
+            if r.record is not None:
+                self._observe(r.record)
+            return
+        self.in_flight = None
         if r.record is not None or r.missing:
             self._observe(r.record)
         if not r.ok and not r.conflict and not r.missing:
@@ -349,8 +358,8 @@ class Machine:
                 self._warn_repeating(f"lost a race for the lease and cannot read it: {r.error}")
                 self.next_attempt = self.now + self.t.retry_period
         elif ev.op == "renew":
-            if self.role is not Role.LEADER or self.release_pending:
-                pass  # a late answer: the release (if pending) goes out below
+            if self.role is not Role.LEADER:
+                pass  # a late answer
             elif r.ok and r.record is not None:
                 self.deadline = ev.sent_at + self._held_for()
                 self.next_renew = ev.sent_at + self.t.retry_period
@@ -366,6 +375,12 @@ class Machine:
                 self.next_renew = self.now + self.t.retry_period / 2
                 log.warning("renew failed: %s", r.error)
         elif ev.op == "release":
+            mine = r.conflict and r.record is not None and r.record.holder == self.identity
+            if mine and r.record is not None and not self.re_released:
+                # A renewal we had sent landed after the release: release that version too.
+                self.re_released = True
+                self._send(out, "release", release_record(r.record, self.wall))
+                return
             if not r.ok:
                 log.warning(
                     "could not release the lease (%s); followers wait for it to expire", r.error
@@ -376,15 +391,6 @@ class Machine:
             # period, unless the fresh lease shows the request is there already.
             self.requested_takeover_of = None
             self.next_attempt = self.now + self.t.retry_period
-        if self.release_pending and self.in_flight is None:
-            self.release_pending = False
-            o = self.observed
-            if o is not None and o.holder == self.identity:
-                self._send(out, "release", release_record(o, self.wall))
-            else:
-                self._become(
-                    Role.STOPPED if self.stopping else Role.FOLLOWER, self.step_down_reason
-                )
 
     def _decide(self, out: list[Action]) -> None:
         if self.role is Role.STARTING:
@@ -583,22 +589,24 @@ class Machine:
         lease duration before it campaigns: it just proved the worst candidate."""
         self.next_attempt = max(self.next_attempt, self.now + self.t.lease_duration)
         o = self.observed
-        if o is None or o.holder != self.identity:
-            return
-        if self.in_flight is None:
-            self._send(out, "release", release_record(o, self.wall))
-        else:
-            self.release_pending = True
+        if o is not None and o.holder == self.identity:
+            self._release_now(out, o)
+
+    def _release_now(self, out: list[Action], record: LeaderRecord) -> None:
+        """Send the release at once, beside any write still out (which it supersedes): both
+        are conditional on the version, so at most one lands, and if our renewal lands first,
+        the release is sent again on its version (see _write_done)."""
+        if self.in_flight is not None:
+            self.superseded.append(self.in_flight)
+        self.re_released = False
+        self._send(out, "release", release_record(record, self.wall))
 
     def _step_down(self, out: list[Action], why: str) -> None:
         """Hand over on purpose: the VIP first, then the lease, so a follower takes it at once."""
         self._drop_vip(out)
         self.step_down_reason = f"stepped down: {why}"
-        if self.in_flight is None:
-            assert self.observed is not None
-            self._send(out, "release", release_record(self.observed, self.wall))
-        else:
-            self.release_pending = True  # release right after the write in flight returns
+        assert self.observed is not None
+        self._release_now(out, self.observed)
         self._become(Role.STEPPING_DOWN, f"stepping down: {why}")
 
     def _become(self, role: Role, why: str) -> None:

@@ -49,6 +49,7 @@ from kubevipd.metrics import Metrics, MetricsError
 from kubevipd.notify import Notifier
 from kubevipd.resolve import (
     RunError,
+    check_server_is_not_the_vip,
     check_supported,
     election_spec,
     resolve_identity,
@@ -140,6 +141,7 @@ class Runner:
         self.q: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self.identity = resolve_identity(cfg)
         self.vips = resolve_vips(cfg)
+        check_server_is_not_the_vip(cfg, self.vips)
         self.ifname = resolve_interface(cfg)
         self.notifier = Notifier()
         self.metrics = Metrics()
@@ -149,7 +151,8 @@ class Runner:
         self.election: LeaseElection | None = None
         self.health: HealthChecker | None = None
         self.watch_thread: threading.Thread | None = None
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lease-write")
+        # Up to three at once: a release goes out beside a renewal hung on a dying apiserver.
+        self.writer = ThreadPoolExecutor(max_workers=3, thread_name_prefix="lease-write")
         self.stopping = False
         self.health_text = "disabled" if not cfg.health.enabled else "unknown"
         self._published: tuple[Any, ...] = ()
@@ -239,6 +242,13 @@ class Runner:
             daemon=True,
         )
         self.watch_thread.start()
+        # The other apiservers, where a release goes when ours is down (election/peers.py).
+        threading.Thread(
+            target=election.run_peer_refresh,
+            args=(lambda: self.stopping,),
+            name="apiservers",
+            daemon=True,
+        ).start()
         self._start_health()
 
     def _start_health(self) -> None:

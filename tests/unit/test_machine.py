@@ -250,12 +250,21 @@ def test_the_deadline_holds_even_while_a_renew_hangs() -> None:
         out = s.tick(0.05)
         assert s.now < 104
     assert s.now == pytest.approx(103.0, abs=0.051)
-    # The hung renew comes back too late: no VIP from it. It did land, so the lease names this
-    # node: release that version, so a follower takes over now rather than at expiry.
-    out = s.complete(w, ok=True)
-    assert AddVip() not in out and s.m.role is Role.FOLLOWER
+    # The VIP goes at the deadline and the release goes out at once, beside the hung renew.
     rel = s.write_of(out)
-    assert rel.op == "release" and rel.record.holder == "" and rel.record.version == "2"
+    assert out.index(RemoveVip()) < out.index(rel)
+    assert rel.op == "release" and rel.record.version == "1"
+    # The hung renew comes back too late: no VIP from it. It did land (version 2), so the
+    # release meets a conflict with a lease that still names this node: released again on it.
+    assert s.complete(w, ok=True) == [] and s.m.role is Role.FOLLOWER
+    renewed = s.m.observed
+    assert renewed is not None and renewed.version == "2"
+    out = s.ev(WriteDone("release", WriteResult(ok=False, conflict=True, record=renewed), s.now))
+    again = s.write_of(out)
+    assert again.op == "release" and again.record.version == "2" and again.record.holder == ""
+    assert AddVip() not in out
+    s.ev(WriteDone("release", WriteResult(ok=False, conflict=True, record=renewed), s.now))
+    assert s.m.in_flight is None  # only once
 
 
 def test_a_leader_past_its_renew_deadline_releases_the_last_version_it_wrote() -> None:
@@ -414,14 +423,18 @@ def test_sigterm_removes_the_vip_then_releases_like_release_on_cancel() -> None:
     assert s.m.role is Role.STOPPED
 
 
-def test_sigterm_while_a_renew_is_in_flight_releases_after_it() -> None:
+def test_sigterm_while_a_renew_hangs_releases_at_once() -> None:
+    """A renewal hung on a dying apiserver must not delay the hand-over: the release goes out
+    beside it (to the other apiservers too), and its answer, when it comes, changes nothing."""
     s, _ = leader()
     w = s.write_of(s.tick(1.0))
     out = s.ev(Stop())
-    assert out == [RemoveVip()] and s.m.role is Role.STEPPING_DOWN
-    rel = s.write_of(s.complete(w))
-    assert rel.op == "release" and rel.record.version == "2"
+    assert out[0] == RemoveVip() and s.m.role is Role.STEPPING_DOWN
+    rel = s.write_of(out)
+    assert rel.op == "release" and rel.record.version == "1"
     s.complete(rel)
+    assert s.m.role is Role.STOPPED
+    assert s.complete(w, ok=False, error="no answer", error_kind="timeout") == []
     assert s.m.role is Role.STOPPED
 
 

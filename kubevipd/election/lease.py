@@ -187,9 +187,10 @@ class LeaseElection:
         self._base_meta: dict[str, Any] | None = None
         self._closed = threading.Event()
         self._watch_resp: Any = None
-        # The other nodes' apiservers (kubevipd.election.peers), read while ours works.
+        # The other nodes' apiservers (kubevipd.election.peers), read while ours works, and the
+        # kubeconfig (path, stamp) their clients were made from.
         self._peers: dict[str, _Client] = {}
-        self._peers_due = 0.0
+        self._peers_source: tuple[Path, tuple[int, int, int] | None] | None = None
         self._peer_error = ""
 
     # interface --------------------------------------------------------------
@@ -288,7 +289,11 @@ class LeaseElection:
             if not done:
                 break
             for f in done:
-                r = f.result()
+                try:
+                    r = f.result()
+                except Exception as e:  # one odd answer must not spoil the others' chance
+                    log.debug("release via %s raised", jobs[f] or "our apiserver", exc_info=True)
+                    r = WriteResult(ok=False, error=f"{type(e).__name__}: {e}", error_kind="other")
                 results[jobs[f]] = r
                 if r.ok:
                     if jobs[f]:
@@ -340,7 +345,6 @@ class LeaseElection:
                     if failing:
                         log.info("reading %s works again", self.describe())
                     failing = False
-                self.refresh_peers()
                 began = time.monotonic()
                 rv = self._watch_once(rv, observe, stopped)
                 if time.monotonic() - began < 1.0:
@@ -369,14 +373,20 @@ class LeaseElection:
                 self._closed.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    def refresh_peers(self, timeout: float = 5.0) -> None:
-        """Read the other apiservers from the ``kubernetes`` EndpointSlice, when it is due.
+    def run_peer_refresh(self, stopped: Callable[[], bool]) -> None:
+        """Blocks: keep the list of the other apiservers fresh until ``stopped()`` or close().
 
-        Failures keep the last list: that list matters exactly when our apiserver is down.
+        Its own thread, so a slow local apiserver never holds up the watch."""
+        while not stopped() and not self._closed.is_set():
+            ok = self.refresh_peers()
+            self._closed.wait(peers.REFRESH_S if ok else peers.RETRY_S)
+
+    def refresh_peers(self, timeout: float = 2.0) -> bool:
+        """Read the other apiservers from the ``kubernetes`` EndpointSlice; False on failure.
+
+        A failure keeps the last list: that list matters exactly when our apiserver is down.
+        The clients are made again when the kubeconfig changed (renewed certificates).
         """
-        now = time.monotonic()
-        if now < self._peers_due:
-            return
         try:
             resp = self._call(
                 lambda api: DiscoveryV1Api(api.api_client).read_namespaced_endpoint_slice(
@@ -400,26 +410,31 @@ class LeaseElection:
                     peers.SLICE_NAMESPACE, peers.SLICE_NAME, text, hint,
                 )  # fmt: skip
                 self._peer_error = text
-            self._peers_due = now + peers.RETRY_S
-            return
+            return False
         self._peer_error = ""
-        self._peers_due = now + peers.REFRESH_S
         with self._lock:
-            if urls == list(self._peers):
-                return
-            path = self._active.path
+            source = (self._active.path, self._active.stamp)
+            if urls == list(self._peers) and source == self._peers_source:
+                return True
+            old = self._peers
         fresh: dict[str, _Client] = {}
         for url in urls:
             try:
-                fresh[url] = self._peers.get(url) or _Client(path, url, KUBEADM_NAME)
+                reuse = old.get(url) if source == self._peers_source else None
+                fresh[url] = reuse or _Client(source[0], url, KUBEADM_NAME)
             except ElectionSetupError as e:
-                log.debug("cannot make a client for %s: %s", url, e)
+                log.warning("cannot reach the apiserver at %s for a hand-over: %s", url, e)
         with self._lock:
-            self._peers = fresh
-        log.info(
-            "other apiservers, for a hand-over when this node's is down: %s",
-            ", ".join(fresh) or "none",
-        )
+            self._peers, self._peers_source = fresh, source
+        for url, c in old.items():
+            if fresh.get(url) is not c:
+                c.close()
+        if list(fresh) != list(old):
+            log.info(
+                "other apiservers, for a hand-over when this node's is down: %s",
+                ", ".join(fresh) or "none",
+            )
+        return True
 
     def close(self) -> None:
         self._closed.set()
@@ -435,7 +450,9 @@ class LeaseElection:
         self._primary.close()
         if self._fallback is not None:
             self._fallback.close()
-        for c in self._peers.values():
+        with self._lock:
+            others = list(self._peers.values())
+        for c in others:
             c.close()
 
     # internals --------------------------------------------------------------

@@ -307,7 +307,7 @@ def test_a_release_goes_through_another_apiserver_when_ours_is_down(
         e = election(kubeconfig())
         r = e.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 2.0).record
         assert r is not None
-        e.refresh_peers()
+        assert e.refresh_peers()
         api.stop()
         t0 = time.monotonic()
         out = e.write("release", release_record(r, time.time()), 1.0)
@@ -329,7 +329,7 @@ def test_without_the_endpointslice_a_release_needs_our_apiserver(
     r = e.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 2.0).record
     assert r is not None
     with caplog.at_level(logging.WARNING, logger="kubevipd.election"):
-        e.refresh_peers()
+        assert not e.refresh_peers()
     assert "cannot read the other apiservers (EndpointSlice default/kubernetes)" in caplog.text
     assert "followers wait for the lease to expire" in caplog.text
     api.stop()
@@ -360,3 +360,24 @@ def test_the_local_apiserver_is_dropped_from_the_list_of_others() -> None:
         "https://192.0.2.12:6443",
         "https://[2001:db8::14]:6443",
     ]
+
+
+def test_a_peer_that_raises_does_not_spoil_the_release(
+    api: LabApiServer, kubeconfig: KubeconfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One apiserver answers garbage (the write raises); ours still takes the release."""
+    e = election(kubeconfig())
+    r = e.write("acquire", acquire_record(None, "n1", 5, time.time(), False), 2.0).record
+    assert r is not None
+
+    class Broken:
+        api = None  # every call through it raises
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(e, "_peers", {"https://192.0.2.12:6443": Broken()})
+    out = e.write("release", release_record(r, time.time()), 1.0)
+    assert out.ok, out.error
+    assert stored(api)["spec"]["holderIdentity"] == ""  # type: ignore[index]
+    e.close()

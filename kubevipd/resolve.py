@@ -6,10 +6,12 @@ remove the VIP without first loading the Kubernetes client or scapy.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kubevipd.config.model import Config, ElectionSpec, default_election_server
 from kubevipd.handoff import KUBECONFIG_DIR_ENV
@@ -60,6 +62,38 @@ def resolve_interface(cfg: Config) -> str:
 
 
 KUBECONFIG_CREDENTIAL = "kubeconfig"
+
+
+def check_server_is_not_the_vip(cfg: Config, vips: list[Vip], timeout: float = 2.0) -> None:
+    """The loader refuses an ``election.server`` that *is* the VIP; a name can still resolve to
+    it (kubeadm's docs suggest a DNS name as the control-plane endpoint, which an operator may
+    copy from admin.conf). Looked up once at start, bounded; a name that does not resolve now
+    is left to the connection errors, which say so and retry."""
+    server = cfg.election.server
+    host = urlsplit(server).hostname if server else None
+    if not host:
+        return
+    try:
+        ipaddress.ip_address(host)
+        return  # an address: the loader compared it already
+    except ValueError:
+        pass
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    job = pool.submit(socket.getaddrinfo, host, None)
+    pool.shutdown(wait=False)
+    try:
+        found = {ipaddress.ip_address(a[4][0]) for a in job.result(timeout)}
+    except (OSError, UnicodeError, concurrent.futures.TimeoutError, ValueError):
+        return
+    hit = sorted(str(v.address) for v in vips if v.address in found)
+    if hit:
+        raise RunError(
+            f"election.server {host} resolves to the VIP ({', '.join(hit)}), which nobody holds "
+            "at bootstrap or after a crash: remove election.server (default "
+            f"{default_election_server(cfg.vip.port)}) or name this node's own apiserver"
+        )
 
 
 def election_spec(cfg: Config) -> ElectionSpec:

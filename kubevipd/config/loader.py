@@ -499,10 +499,17 @@ class _Checker:
                 ("election", "server"), f"must be a URL such as https://127.0.0.1:6443 ({e})"
             )
             return False
+        shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"  # never a userinfo password
         what = _vip_named_by(host, vip)
         if what is None:
-            return True
-        shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"  # never a userinfo password
+            if parts.username is None and parts.password is None:
+                return True
+            self.error(
+                ("election", "server"),
+                f"{shown} must not carry a user or password (user:password@): the credentials "
+                "come from election.kubeconfig, and the URL is printed in logs",
+            )
+            return False
         self.error(
             ("election", "server"),
             f"{shown} is {what}, which nobody holds at bootstrap or after a crash: the "
@@ -628,6 +635,20 @@ class _Checker:
                 "or checks would pile up",
             )
             return None
+        url = h.get("url")
+        if url is not None and vip is not None:
+            try:
+                what = _vip_named_by(urlsplit(url).hostname or "", vip)
+            except ValueError:
+                what = None  # the schema's URL pattern reports it
+            if what is not None:
+                self.error(
+                    ("health", "url"),
+                    f"names {what}: the health gate must check this node's own apiserver, not "
+                    f"whichever node holds the VIP; remove health.url (default "
+                    f"{default_health_url(vip.port)})",
+                )
+                return None
         return HealthSpec(
             enabled=h.get("enabled", base.enabled),
             url=h.get("url", default_health_url(vip.port if vip else VipSpec().port)),

@@ -269,6 +269,22 @@ CASES = [
         "is the VIP's DNS name (vip.dhcp.hostname)",
     ),
     (
+        "server with credentials in it",
+        OK_VIP + "election:\n  server: https://admin:s3cret@127.0.0.1:6443\n",
+        3,
+        11,
+        "election.server",
+        "https://127.0.0.1:6443 must not carry a user or password",
+    ),
+    (
+        "health checks the VIP instead of this node's apiserver",
+        OK_VIP + "health:\n  url: https://192.168.0.75:6443/readyz\n",
+        3,
+        8,
+        "health.url",
+        "names the VIP: the health gate must check this node's own apiserver",
+    ),
+    (
         "server with an unclosed bracket",
         OK_VIP + "election:\n  server: 'https://[fd00::75:6443'\n",
         3,

@@ -51,3 +51,28 @@ def test_a_kubeadm_kubeconfig_naming_the_vip_is_used_for_credentials_only(
         assert cfg.api_key == {"authorization": "Bearer t"} or "t" in str(cfg.api_key)
     finally:
         e.close()
+
+
+def test_an_election_server_name_that_resolves_to_the_vip_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kubeadm's docs suggest a DNS name as the control-plane endpoint; copied from admin.conf
+    into election.server, it would elect through the VIP."""
+    import socket
+
+    from kubevipd.resolve import RunError, check_server_is_not_the_vip, resolve_vips
+
+    def fake(host: str, port: object) -> list[tuple[object, ...]]:
+        ip = {"cp.example.com": "192.0.2.75", "n2.example.com": "192.0.2.12"}[host]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    for host, refused in (("cp.example.com", True), ("n2.example.com", False)):
+        c = load_text(
+            f"vip: {{address: 192.0.2.75}}\nelection: {{server: 'https://{host}:6443'}}\n"
+        ).config
+        if refused:
+            with pytest.raises(RunError, match=r"election.server cp.example.com resolves to the"):
+                check_server_is_not_the_vip(c, resolve_vips(c))
+        else:
+            check_server_is_not_the_vip(c, resolve_vips(c))

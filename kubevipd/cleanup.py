@@ -63,7 +63,11 @@ def cleanup(cfg: Config, run_dir: Path) -> int:
     try:
         got = election.read(2.0)
         r = got.record
-        if got.ok and r is not None and r.holder == identity:
+        if not got.ok:
+            log.warning(
+                "cleanup: cannot read %s (%s); it will expire", election.describe(), got.error
+            )
+        elif r is not None and r.holder == identity:
             out = election.write("release", release_record(r, time.time()), 2.0)
             if out.ok:
                 log.warning("cleanup: released %s held by the stopped daemon", election.describe())

@@ -106,10 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="run the failover demo in a lab of network namespaces (root)",
-        description="Build a three-node lab of network namespaces on this machine, run three "
-        "kubevipd daemons against a lab Lease API server, ping the VIP from a client namespace, "
-        "stop the leader, then kill the next one, and print each measured outage. Everything it "
-        "makes is removed at the end, also on Ctrl-C.",
+        description="Build a three-node lab of network namespaces on this machine, shaped like "
+        "a kubeadm control plane (each node runs its own lab apiserver on 6443, one store "
+        "stands for etcd, every kubeconfig names the VIP), run three kubevipd daemons, ping the "
+        "VIP and GET https://VIP:6443/readyz from a client namespace, stop the leader, stop the "
+        "next leader's apiserver, then kill the next one, and print each measured outage. "
+        "Everything it makes is removed at the end, also on Ctrl-C.",
     )
     p.add_argument(
         "--nodes",

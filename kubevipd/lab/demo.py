@@ -21,15 +21,9 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Protocol
 
-from kubevipd.lab.probes import ApiProber, HolderSampler, Pinger
+from kubevipd.lab.probes import ApiProber, HolderSampler, Pinger, Replies
 from kubevipd.lab.topology import Lab
-
-
-class _Probe(Protocol):
-    def replies_after(self, t: float) -> list[float]: ...
-    def outage_around(self, t: float, window: float = 30.0) -> float: ...
 
 
 def _say(text: str) -> None:
@@ -50,7 +44,7 @@ def _wait_single_holder(lab: Lab, sampler: HolderSampler, not_: str | None, time
     raise RuntimeError(f"no single VIP holder after {timeout:.0f}s (holders: {lab.holders()})")
 
 
-def _outage_ms(probe: _Probe, since: float, settle: float = 0.5) -> float:
+def _outage_ms(probe: Replies, since: float, settle: float = 0.5) -> float:
     """The longest silence the client saw around ``since``, once replies flow again."""
     end = time.monotonic() + 15
     while time.monotonic() < end:
@@ -58,7 +52,7 @@ def _outage_ms(probe: _Probe, since: float, settle: float = 0.5) -> float:
         if later and later[-1] - later[0] > settle and len(later) > 20:
             break
         time.sleep(0.05)
-    return round(float(probe.outage_around(since, window=30)) * 1000, 1)
+    return round(probe.outage_around(since, window=30) * 1000, 1)
 
 
 def _outages(pinger: Pinger, api: ApiProber, since: float, key: str, out: dict[str, object]) -> str:
@@ -117,7 +111,8 @@ def main(n_nodes: int = 3, keep_logs: str | None = None) -> int:
             lab.start(lab.node(first))
 
             _say(f"\n2. the apiserver on {second} stops (a kubeadm upgrade restarts it)")
-            lab.wait_for(lambda: lab.ready(lab.node(first)), 10)
+            if not lab.wait_for(lambda: lab.ready(lab.node(first)), 10):
+                raise RuntimeError(f"{first} did not start again")
             t2 = time.monotonic()
             lab.node(second).api.stop()
             third = _wait_single_holder(lab, sampler, second, 30)

@@ -69,14 +69,31 @@ class HolderSampler:
         return self.changes[-1][1][0] if self.changes and self.changes[-1][1] else None
 
 
-class Pinger:
+class Replies:
+    """When a probe got its answers, and the outages between them."""
+
+    def __init__(self) -> None:
+        self.replies: list[float] = []
+
+    def replies_after(self, t: float) -> list[float]:
+        return [r for r in self.replies if r > t]
+
+    def outage_between(self, t0: float, t1: float) -> float:
+        return longest_gap(self.replies, t0, t1)
+
+    def outage_around(self, t: float, window: float = 30.0) -> float:
+        """The longest gap between replies in [t - 1s, t + window] (seconds)."""
+        return self.outage_between(t - 1.0, t + window)
+
+
+class Pinger(Replies):
     """ICMP echo to the VIP from the client namespace every ``interval``; records replies."""
 
     def __init__(self, lab: Lab, interval: float = 0.01) -> None:
+        super().__init__()
         self.target = lab.vip
         self.interval = interval
         self.ident = os.getpid() & 0xFFFF
-        self.replies: list[float] = []
         self.sent = 0
         self._sock = run_in_netns(
             lab.client_ns,
@@ -136,16 +153,6 @@ class Pinger:
             if is_reply and int.from_bytes(icmp[4:6], "big") == self.ident:
                 self.replies.append(time.monotonic())
 
-    def replies_after(self, t: float) -> list[float]:
-        return [r for r in self.replies if r > t]
-
-    def outage_between(self, t0: float, t1: float) -> float:
-        return longest_gap(self.replies, t0, t1)
-
-    def outage_around(self, t: float, window: float = 30.0) -> float:
-        """The longest gap between replies in [t - 1s, t + window] (seconds)."""
-        return self.outage_between(t - 1.0, t + window)
-
 
 def longest_gap(times: list[float], t0: float, t1: float) -> float:
     """The longest gap between successes within [t0, t1] (seconds); inf with fewer than two."""
@@ -155,7 +162,7 @@ def longest_gap(times: list[float], t0: float, t1: float) -> float:
     return max(b - a for a, b in itertools.pairwise(rs))
 
 
-class ApiProber:
+class ApiProber(Replies):
     """``GET https://VIP:6443/readyz`` from the client every ``interval``, on a new connection
     each time, as a client that reconnects does; records when an answer 200 came back.
 
@@ -164,10 +171,10 @@ class ApiProber:
     """
 
     def __init__(self, lab: Lab, interval: float = 0.01, timeout: float = 0.15) -> None:
+        super().__init__()
         self.lab = lab
         self.interval = interval
         self.timeout = timeout
-        self.ok: list[float] = []
         self.sent = 0
         self._ctx = ssl.create_default_context(cafile=str(lab.pki.ca_cert))
         self._stop = threading.Event()
@@ -199,15 +206,11 @@ class ApiProber:
         while not self._stop.is_set():
             self.sent += 1
             if self._once():
-                self.ok.append(time.monotonic())
+                self.replies.append(time.monotonic())
             next_at = max(next_at + self.interval, time.monotonic() - self.interval)
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
-    def replies_after(self, t: float) -> list[float]:
-        return [r for r in self.ok if r > t]
-
-    def outage_between(self, t0: float, t1: float) -> float:
-        return longest_gap(self.ok, t0, t1)
-
-    def outage_around(self, t: float, window: float = 30.0) -> float:
-        return self.outage_between(t - 1.0, t + window)
+    @property
+    def ok(self) -> list[float]:
+        """When an answer 200 came back."""
+        return self.replies

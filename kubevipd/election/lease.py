@@ -186,6 +186,7 @@ class LeaseElection:
         self._lock = threading.Lock()
         self._base_meta: dict[str, Any] | None = None
         self._closed = threading.Event()
+        self._listed = threading.Event()  # the Lease was read once
         self._watch_resp: Any = None
         # The other nodes' apiservers (kubevipd.election.peers), read while ours works, and the
         # kubeconfig (path, stamp) their clients were made from.
@@ -342,6 +343,7 @@ class LeaseElection:
             try:
                 if rv is None:
                     rv = self._list(observe)
+                    self._listed.set()
                     if failing:
                         log.info("reading %s works again", self.describe())
                     failing = False
@@ -376,7 +378,11 @@ class LeaseElection:
     def run_peer_refresh(self, stopped: Callable[[], bool]) -> None:
         """Blocks: keep the list of the other apiservers fresh until ``stopped()`` or close().
 
-        Its own thread, so a slow local apiserver never holds up the watch."""
+        Its own thread, so a slow local apiserver never holds up the watch. It starts once the
+        Lease could be read: until then, that failure is the one to report."""
+        while not self._listed.wait(1.0):
+            if stopped() or self._closed.is_set():
+                return
         while not stopped() and not self._closed.is_set():
             ok = self.refresh_peers()
             self._closed.wait(peers.REFRESH_S if ok else peers.RETRY_S)

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kubevipd.config.model import HealthSpec
+from kubevipd.supervise import supervise
 
 log = logging.getLogger("kubevipd.health")
 
@@ -107,15 +108,17 @@ class HealthChecker:
         self._check = check
         self._server_name = tls_name(spec.url, spec.tls_server_name)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+        self._thread: threading.Thread | None = None
         self.verdict: bool | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        # Supervised: a checker that died would freeze the last verdict for good.
+        self._thread = supervise("health", self._run, self._stop.is_set, self._stop.wait)
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=self.spec.timeout.seconds + 1)
+        if self._thread is not None:
+            self._thread.join(timeout=self.spec.timeout.seconds + 1)
 
     def _run(self) -> None:
         ok_streak = bad_streak = 0

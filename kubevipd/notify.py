@@ -55,3 +55,33 @@ class Notifier:
     def max_sleep(self) -> float:
         """The main loop wakes at least this often: a quarter of the watchdog, at most 1s."""
         return min(self.watchdog_interval / 4, 1.0) if self.watchdog_interval else 1.0
+
+
+# What fencing a frozen leader takes besides WatchdogSec: the unit's TimeoutAbortSec (SIGABRT,
+# then SIGKILL) and ``kubevipd cleanup`` (ExecStopPost) removing the VIP.
+ABORT_S = 1.0
+CLEANUP_S = 0.5
+
+
+def watchdog_fence_warning(
+    watchdog_s: float | None, lease_duration: float, retry_period: float
+) -> str | None:
+    """One line when the lease is too short for systemd's watchdog to fence a frozen leader.
+
+    A frozen daemon keeps its VIP until the watchdog kills it and the cleanup removes it; a
+    follower may take the lease ``lease_duration`` after the last renewal it saw, which can be
+    a retry period before the freeze.
+    """
+    if watchdog_s is None:
+        return None
+    fence = watchdog_s + ABORT_S + CLEANUP_S
+    window = lease_duration - retry_period
+    if fence < window:
+        return None
+    return (
+        f"election.lease_duration {lease_duration:g}s is too short for systemd's watchdog "
+        f"(WatchdogSec={watchdog_s:g}s) to fence a frozen leader: the kill, the abort and the "
+        f"cleanup take about {fence:g}s, and a follower may take the lease {window:g}s after "
+        f"the last renewal; use lease_duration > {fence + retry_period:g}s or a shorter "
+        "WatchdogSec"
+    )

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, ClassVar
 from kubevipd import status as status_file
 from kubevipd.announce.arp import ArpAnnouncer
 from kubevipd.config import ConfigError, load
-from kubevipd.config.model import Config
+from kubevipd.config.model import Config, ElectionSpec, HealthSpec
 from kubevipd.daemon import (
     Action,
     AddVip,
@@ -46,7 +47,7 @@ from kubevipd.election.base import WriteResult
 from kubevipd.election.lease import ElectionSetupError, LeaseElection
 from kubevipd.health import HealthChecker
 from kubevipd.metrics import Metrics, MetricsError
-from kubevipd.notify import Notifier
+from kubevipd.notify import Notifier, watchdog_fence_warning
 from kubevipd.resolve import (
     RunError,
     check_server_is_not_the_vip,
@@ -56,6 +57,7 @@ from kubevipd.resolve import (
     resolve_interface,
     resolve_vips,
 )
+from kubevipd.supervise import supervise
 from kubevipd.vip.netlink import InterfaceError, Monitor, Vip, VipLink
 
 log = logging.getLogger("kubevipd")
@@ -63,6 +65,13 @@ log = logging.getLogger("kubevipd")
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+
+
+INTERFACE_WAIT_S = 20.0  # within the unit's TimeoutStartSec=30s
+
+
+class InterfaceMissing(RunError):
+    """The interface is not there (yet): transient at start, so exit status 1, not 2."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +104,13 @@ class _JournalFormatter(logging.Formatter):
     }
 
     def format(self, record: logging.LogRecord) -> str:
+        """Every line gets the prefix: journald splits on newlines, so a traceback's lines
+        would otherwise land at the default priority."""
         prio = self.PRIO.get(record.levelno, 2 if record.levelno > logging.ERROR else 6)
-        return f"<{prio}>{record.getMessage()}"
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
 
 
 def setup_logging(level: str) -> None:
@@ -132,9 +146,26 @@ def timings(cfg: Config) -> Timings:
 # ------------------------------------------------------------------ the runner
 
 
+@dataclass(frozen=True)
+class Parts:
+    """What the loop builds to reach the world, each by an explicit factory: the real ones by
+    default, fakes in tests/unit/test_loop.py (no namespaces, no apiserver)."""
+
+    link: Callable[[str, list[Vip]], VipLink] = VipLink
+    announcer: Callable[[str, str, list[Vip]], ArpAnnouncer] = ArpAnnouncer
+    monitor: Callable[..., Monitor] = Monitor
+    election: Callable[[ElectionSpec, str], LeaseElection] = LeaseElection
+    health: Callable[[HealthSpec, str | None, Callable[[bool, str], None]], HealthChecker] = (
+        HealthChecker
+    )
+
+
 class Runner:
-    def __init__(self, cfg: Config, config_path: str, run_dir: Path) -> None:
+    def __init__(
+        self, cfg: Config, config_path: str, run_dir: Path, parts: Parts | None = None
+    ) -> None:
         check_supported(cfg)
+        self.parts = parts or Parts()
         self.cfg = cfg
         self.config_path = config_path
         self.run_dir = run_dir
@@ -159,8 +190,10 @@ class Runner:
         self._published_at = 0.0
         self._counted_transitions = 0
         self._waiting_for_kubeconfig = False
+        self._kubeconfig_error = ""
+        self._waiting_for_interface = False
         self.link_generation = 0
-        self._attach_link()
+        self._wait_for_interface()
         now = time.monotonic()
         self.machine = Machine(
             identity=self.identity,
@@ -180,15 +213,32 @@ class Runner:
     def _vip_text(self) -> str:
         return f"VIP {', '.join(str(v) for v in self.vips)} on {self.ifname}"
 
+    def _wait_for_interface(self) -> None:
+        """At boot the interface may come up after us (a bond, a VLAN, a late driver): wait for
+        it, within systemd's start timeout, then exit 1 so that systemd tries again. A missing
+        interface can heal by itself, so it is never exit status 2."""
+        end = time.monotonic() + INTERFACE_WAIT_S
+        while True:
+            try:
+                self._attach_link()
+                return
+            except InterfaceMissing as e:
+                if time.monotonic() >= end:
+                    raise
+                if not self._waiting_for_interface:
+                    log.warning("%s; waiting up to %.0fs for it", e, INTERFACE_WAIT_S)
+                    self._waiting_for_interface = True
+                time.sleep(0.5)
+
     def _attach_link(self) -> None:
         try:
-            self.link = VipLink(self.ifname, self.vips)
+            self.link = self.parts.link(self.ifname, self.vips)
         except InterfaceError as e:
-            raise RunError(str(e)) from None
-        self.announcer = ArpAnnouncer(self.ifname, self.link.mac(), self.vips)
+            raise InterfaceMissing(str(e)) from None
+        self.announcer = self.parts.announcer(self.ifname, self.link.mac(), self.vips)
         self.link_generation += 1
         gen = self.link_generation
-        self.monitor = Monitor(
+        self.monitor = self.parts.monitor(
             self.link.index,
             self.vips,
             on_link=lambda up: self.q.put(FromLink(gen, LinkChanged(up))),
@@ -222,9 +272,15 @@ class Runner:
                 self._waiting_for_kubeconfig = True
             return
         try:
-            self.election = LeaseElection(spec, self.identity)
+            self.election = self.parts.election(spec, self.identity)
         except ElectionSetupError as e:
-            raise RunError(str(e)) from None
+            # Caught mid-write, or not usable yet (kubeadm rewrites it): wait, as for a missing
+            # one; the loop tries again every second. Logged once per distinct reason.
+            if str(e) != self._kubeconfig_error:
+                log.warning("%s; waiting for it to become usable", e)
+                self._kubeconfig_error = str(e)
+            return
+        self._kubeconfig_error = ""
         log.info(
             "kubevipd on node %s: %s, lease %s (%s/%s/%s)",
             self.identity,
@@ -235,20 +291,16 @@ class Runner:
             spec.retry_period,
         )
         election = self.election
-        self.watch_thread = threading.Thread(
-            target=election.watch,
-            args=(lambda rec: self.q.put(Observed(rec)), lambda: self.stopping),
-            name="lease-watch",
-            daemon=True,
-        )
-        self.watch_thread.start()
+
+        def stopped() -> bool:
+            return self.stopping
+
+        def watch() -> None:
+            election.watch(lambda r: self.q.put(Observed(r)), stopped)
+
+        self.watch_thread = supervise("lease-watch", watch, stopped)
         # The other apiservers, where a release goes when ours is down (election/peers.py).
-        threading.Thread(
-            target=election.run_peer_refresh,
-            args=(lambda: self.stopping,),
-            name="apiservers",
-            daemon=True,
-        ).start()
+        supervise("apiservers", lambda: election.run_peer_refresh(stopped), stopped)
         self._start_health()
 
     def _start_health(self) -> None:
@@ -259,7 +311,7 @@ class Runner:
             self.health_text = "disabled"
             return
         ca = self.election.ca_file if self.election else None
-        self.health = HealthChecker(self.cfg.health, ca, self._on_health)
+        self.health = self.parts.health(self.cfg.health, ca, self._on_health)
         self.health.start()
 
     def _on_health(self, healthy: bool, reason: str) -> None:
@@ -279,6 +331,13 @@ class Runner:
                 self.metrics.serve(self.cfg.metrics.listen)
             except MetricsError as e:
                 raise RunError(str(e)) from None
+        fence = watchdog_fence_warning(
+            self.notifier.watchdog_interval,
+            self.machine.t.lease_duration,
+            self.machine.t.retry_period,
+        )
+        if fence:
+            log.warning("%s", fence)
         self._connect_election()
         self.notifier.ready(self._status_line())
         stop_by: float | None = None
@@ -323,16 +382,29 @@ class Runner:
 
     def _step(self, item: Event | None) -> None:
         actions = self.machine.handle(item, time.monotonic(), time.time())
-        for a in actions:
-            self._do(a)
+        for i, a in enumerate(actions):
+            if not self._do(a):
+                self._drop(actions[i + 1 :], f"{type(a).__name__} failed")
+                break
         self._publish()
 
-    def _do(self, a: Action) -> None:
+    def _drop(self, rest: list[Action], why: str) -> None:
+        """The rest of a batch after a failed action is not carried out: no announcement of a
+        VIP netlink refused, no release while a VIP we could not remove may still be up. The
+        machine still hears of every write it expects an answer to."""
+        for a in rest:
+            log.debug("not done, %s: %s", why, type(a).__name__)
+            if isinstance(a, Write):
+                failed = WriteResult(ok=False, error=f"not sent: {why}", error_kind="other")
+                self.q.put(WriteDone(a.op, failed, time.monotonic()))
+
+    def _do(self, a: Action) -> bool:
+        """Carry out one action; False when it failed (the rest of the batch is dropped)."""
         assert self.link is not None and self.announcer is not None
         if isinstance(a, Write):
             election = self.election
             if election is None:
-                return
+                return True
             sent_at = time.monotonic()
             self.writer.submit(self._write, election, a, sent_at)
         elif isinstance(a, AddVip):
@@ -340,13 +412,21 @@ class Runner:
                 self.link.add()
             except InterfaceError as e:
                 self._vip_add_failed(e)
+                return False
         elif isinstance(a, RemoveVip):
             try:
                 self.link.remove()
             except InterfaceError as e:
                 log.error("%s", e)
+                return False
         elif isinstance(a, Announce):
+            # A backstop for a netlink monitor that went deaf: announce only what is held.
+            if not self._vip_on_interface():
+                log.warning("the VIP is not on %s at announcement time; restoring it", self.ifname)
+                self.q.put(FromLink(self.link_generation, VipMissing()))
+                return False
             self.metrics.announcements.inc(self.announcer.announce())
+        return True
 
     def _vip_add_failed(self, e: InterfaceError) -> None:
         """Netlink refused the VIP: the machine hands the lease over (VipAddFailed)."""
@@ -397,7 +477,8 @@ class Runner:
             self._counted_transitions = m.transitions
         self._published, self._published_at = key, now
         self.metrics.leader.set(1 if m.role is Role.LEADER else 0)
-        self.metrics.vip_present.set(1 if m.holds_vip else 0)
+        present = self._vip_on_interface()
+        self.metrics.vip_present.set(1 if present else 0)
         wall_now = time.time()
         state = {
             "pid": os.getpid(),
@@ -406,7 +487,7 @@ class Runner:
             "holder": holder,
             "vip": [str(v) for v in self.vips],
             "interface": self.ifname,
-            "vip_present": m.holds_vip,
+            "vip_present": present,  # what netlink shows, not what the machine believes
             "lease": f"{self.cfg.election.namespace}/{self.cfg.election.lease_name}",
             "role_since": wall_now - (now - m.role_since),
             "last_renew": wall_now - (now - m.last_renew_ok) if m.last_renew_ok else None,
@@ -422,6 +503,16 @@ class Runner:
             status_file.write(self.run_dir, state)
         except OSError as e:
             log.debug("cannot write status to %s: %s", self.run_dir, e)
+
+    def _vip_on_interface(self) -> bool:
+        """Every VIP address is on the interface now, as netlink says."""
+        if self.link is None:
+            return False
+        try:
+            return len(self.link.present()) == len(self.vips)
+        except (InterfaceError, OSError) as e:
+            log.debug("cannot read the addresses of %s: %s", self.ifname, e)
+            return False
 
     # reload -----------------------------------------------------------------
 
@@ -454,12 +545,12 @@ class Runner:
             new = replace(new, election=kept, node_name=old.node_name)
         try:
             check_supported(new)
+            new_vips = resolve_vips(new)
+            new_ifname = resolve_interface(new)  # e.g. no default route just now
         except RunError as e:
             log.error("%s; keeping the running config", e)
             self.notifier.ready(self._status_line())
             return
-        new_vips = resolve_vips(new)
-        new_ifname = resolve_interface(new)
         if new_vips != self.vips or new_ifname != self.ifname:
             self._move_vip(new_vips, new_ifname)
         self.cfg = new
@@ -529,12 +620,18 @@ def run(
         return EXIT_OK
     try:
         return Runner(cfg, config_path, run_dir).run(early_signals)
+    except InterfaceMissing as e:
+        log.error("%s; exiting so that systemd starts kubevipd again", e)
+        return EXIT_FAILURE
     except RunError as e:
         log.error("%s", e)
         return EXIT_CONFIG
     except PermissionError as e:
+        # Capabilities can be granted without touching the config: not exit status 2, which
+        # the unit never restarts.
         log.error("%s: kubevipd needs CAP_NET_ADMIN and CAP_NET_RAW", e)
-        return EXIT_CONFIG
+        log.debug("details", exc_info=True)
+        return EXIT_FAILURE
     except Exception as e:
         log.error("unexpected error, exiting: %s: %s", type(e).__name__, e)
         log.debug("details", exc_info=True)

@@ -1,0 +1,240 @@
+"""The main loop (kubevipd/runner.py) with fakes for every part: no namespaces, no apiserver.
+
+What is checked is what the loop itself does with the machine's actions: a failed action drops
+the rest of its batch, nothing is announced that is not on the interface, the status reports
+what the interface shows, a reload that cannot resolve keeps the running config, and the
+threads that gather news survive an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubevipd import status as status_file
+from kubevipd.config import load_text
+from kubevipd.daemon import AddVip, Announce, RemoveVip, VipAddFailed, VipMissing, Write, WriteDone
+from kubevipd.election.base import LeaderRecord, release_record
+from kubevipd.notify import watchdog_fence_warning
+from kubevipd.runner import FromLink, Parts, Runner, _JournalFormatter
+from kubevipd.supervise import supervise
+from kubevipd.vip.netlink import InterfaceError, Vip
+
+
+class FakeLink:
+    def __init__(self, ifname: str, vips: list[Vip]) -> None:
+        self.ifname, self.vips, self.index = ifname, vips, 7
+        self.up: list[Vip] = []
+        self.refuse_add = self.refuse_remove = False
+
+    def mac(self) -> str:
+        return "02:00:00:00:00:01"
+
+    def carrier(self) -> bool:
+        return True
+
+    def present(self) -> list[Vip]:
+        return list(self.up)
+
+    def add(self) -> None:
+        if self.refuse_add:
+            raise InterfaceError("cannot add 192.0.2.75/32 to eth0: Operation not permitted")
+        self.up = list(self.vips)
+
+    def remove(self) -> None:
+        if self.refuse_remove:
+            raise InterfaceError("cannot remove 192.0.2.75/32 from eth0: busy")
+        self.up = []
+
+    def close(self) -> None:
+        pass
+
+
+class FakeAnnouncer:
+    def __init__(self, ifname: str, mac: str, vips: list[Vip]) -> None:
+        self.sent = 0
+
+    def announce(self) -> int:
+        self.sent += 1
+        return 2
+
+    def close(self) -> None:
+        pass
+
+
+class FakeMonitor:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class FakeElection:
+    def __init__(self, spec: Any, identity: str) -> None:
+        self.writes: list[Write] = []
+        self.ca_file = None
+
+    def describe(self) -> str:
+        return "Lease kube-system/plndr-cp-lock at https://127.0.0.1:6443"
+
+    def write(self, op: str, record: LeaderRecord, timeout: float) -> Any:
+        raise AssertionError("the test checks submissions, not answers")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def loop(tmp_path: Path) -> Runner:
+    cfg = load_text("node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n").config
+    r = Runner(
+        cfg,
+        str(tmp_path / "kubevip.yaml"),
+        tmp_path / "run",
+        Parts(link=FakeLink, announcer=FakeAnnouncer, monitor=FakeMonitor),  # type: ignore[arg-type]
+    )
+    r.election = FakeElection(None, "n1")  # type: ignore[assignment]
+    submitted: list[Write] = []
+    r.writer.submit = lambda fn, election, a, sent: submitted.append(a)  # type: ignore[method-assign, assignment]
+    r.submitted = submitted  # type: ignore[attr-defined]
+    return r
+
+
+def queued(r: Runner) -> list[object]:
+    out = []
+    while True:
+        try:
+            out.append(r.q.get_nowait())
+        except queue.Empty:
+            return out
+
+
+def run_batch(r: Runner, actions: list[object]) -> None:
+    r.machine.handle = lambda *_: actions  # type: ignore[method-assign, assignment, return-value]
+    r._step(None)
+
+
+def test_a_vip_netlink_refused_is_never_announced(loop: Runner) -> None:
+    link: FakeLink = loop.link  # type: ignore[assignment]
+    link.refuse_add = True
+    run_batch(loop, [AddVip(), Announce()])
+    assert loop.announcer.sent == 0  # type: ignore[union-attr]
+    assert [type(e) for e in queued(loop)] == [VipAddFailed]
+
+
+def test_no_release_goes_out_while_a_vip_we_could_not_remove_may_be_up(loop: Runner) -> None:
+    link: FakeLink = loop.link  # type: ignore[assignment]
+    link.up, link.refuse_remove = list(link.vips), True
+    record = LeaderRecord(holder="n1", lease_duration_s=5, version="3")
+    release = Write("release", release_record(record, 0.0), 1.0)
+    run_batch(loop, [RemoveVip(), release])
+    assert loop.submitted == []  # type: ignore[attr-defined]
+    done = queued(loop)
+    assert len(done) == 1 and isinstance(done[0], WriteDone)
+    assert done[0].op == "release" and not done[0].result.ok  # the machine still hears of it
+
+
+def test_an_announcement_checks_the_vip_is_on_the_interface(loop: Runner) -> None:
+    """A monitor that went deaf (pyroute2 0.9) must not leave a leader announcing an address
+    it does not hold: the announcement itself looks, and the VIP is restored."""
+    run_batch(loop, [Announce()])
+    assert loop.announcer.sent == 0  # type: ignore[union-attr]
+    (news,) = queued(loop)
+    assert isinstance(news, FromLink) and isinstance(news.event, VipMissing)
+    loop.link.up = list(loop.vips)  # type: ignore[union-attr]
+    run_batch(loop, [Announce()])
+    assert loop.announcer.sent == 1  # type: ignore[union-attr]
+
+
+def test_status_and_metrics_report_what_the_interface_shows(loop: Runner) -> None:
+    loop.machine.holds_vip = True  # what the machine believes
+    loop._published = ()
+    loop._publish()
+    state = status_file.read(loop.run_dir)
+    assert state is not None and state["vip_present"] is False
+    assert loop.metrics.vip_present._value.get() == 0  # type: ignore[attr-defined]
+    loop.link.up = list(loop.vips)  # type: ignore[union-attr]
+    loop._published = ()
+    loop._publish()
+    state = status_file.read(loop.run_dir)
+    assert state is not None and state["vip_present"] is True
+
+
+def test_a_reload_without_a_default_route_keeps_the_running_config(
+    loop: Runner, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Path(loop.config_path).write_text("vip: {address: 192.0.2.76}\n")  # no interface: route
+    monkeypatch.setattr("kubevipd.resolve.default_route_interface", lambda: None)
+    old_vips = loop.vips
+    loop._reload()  # it used to raise out of the main loop: exit status 2
+    assert loop.vips == old_vips
+    assert "no default route" in caplog.text and "keeping the running config" in caplog.text
+
+
+def test_a_thread_that_dies_is_logged_once_with_its_traceback_and_started_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs: list[int] = []
+    done = threading.Event()
+
+    def work() -> None:
+        runs.append(1)
+        if len(runs) >= 3:
+            done.set()
+            return
+        raise ValueError("watch error: unexpected")
+
+    pauses: list[float] = []
+
+    def pause(s: float) -> bool:
+        pauses.append(s)
+        return done.is_set()
+
+    with caplog.at_level(logging.DEBUG, logger="kubevipd"):
+        t = supervise("lease-watch", work, done.is_set, pause)
+        t.join(5)
+    assert not t.is_alive() and len(runs) == 3
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1  # the same failure again is not logged again
+    text = errors[0].getMessage()
+    assert "thread lease-watch died (ValueError: watch error: unexpected)" in text
+    assert "Traceback (most recent call last)" in text and "in work" in text
+
+
+def test_the_journal_gets_the_traceback_every_line_with_its_priority() -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        import sys
+
+        rec = logging.LogRecord(
+            "kubevipd", logging.DEBUG, __file__, 1, "details", None, sys.exc_info()
+        )
+    lines = _JournalFormatter().format(rec).splitlines()
+    assert lines[0] == "<7>details" and len(lines) > 2
+    assert all(line.startswith("<7>") for line in lines)
+    assert any("RuntimeError: boom" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("watchdog", "lease", "retry", "warned"),
+    [(2.0, 5.0, 1.0, False), (2.0, 3.0, 0.5, True), (None, 1.0, 0.2, False), (2.0, 4.5, 1.0, True)],
+)
+def test_a_lease_too_short_for_the_watchdog_to_fence_a_frozen_leader_is_one_line(
+    watchdog: float | None, lease: float, retry: float, warned: bool
+) -> None:
+    text = watchdog_fence_warning(watchdog, lease, retry)
+    assert (text is not None) == warned
+    if text:
+        assert (
+            "\n" not in text and "WatchdogSec=2s" in text and f"lease_duration {lease:g}s" in text
+        )

@@ -33,12 +33,13 @@ def test_demo_fails_over_three_times_and_cleans_up() -> None:
     assert uid, r.stdout
     result = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))
     assert result["max_holders"] == 1 and result["samples"] > 100
-    assert result["sigterm_outage_ms"] < 1500
-    assert result["node_death_outage_ms"] < 8000
+    # A few times the bench's medians (graceful stop about 30 ms; a crash about the 3s lease).
+    assert result["sigterm_outage_ms"] < 300
+    assert 2000 < result["node_death_outage_ms"] < 3000 + 1000
     # The API through https://VIP:6443 comes back too: at once after a hand-over; within the
     # health gate's detection (2 x 200ms, + 200ms timeout) + 500ms when the leader's apiserver
     # stops (+ the probe's own 150ms timeout); after the lease expired (3s) when a node dies.
-    assert result["sigterm_api_outage_ms"] < 1500
+    assert result["sigterm_api_outage_ms"] < 300 + 150
     assert result["apiserver_down_api_outage_ms"] < 600 + 500 + 150
     assert 2000 < result["node_death_api_outage_ms"] < 3000 + 1000
     assert "(the new leader)" in r.stdout

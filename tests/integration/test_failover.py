@@ -137,9 +137,10 @@ def test_sigterm_hands_over_at_once(run: Run) -> None:
     new = run.wait_new_leader(old.name, 5)
     handover = time.monotonic() - t0
     assert run.lab.wait_exit(old, 10) == 0
-    assert handover < 1.5, f"hand-over took {handover:.2f}s: the lease was not released"
+    # The bench's median is about 30 ms: a few times that, well short of any expiry (3s).
+    assert handover < 0.25, f"hand-over took {handover:.2f}s: the lease was not released"
     run.assert_client_reaches(new)
-    assert run.pinger.outage_around(t0, 5) < 1.5
+    assert run.pinger.outage_around(t0, 5) < 0.3
 
 
 def test_a_dead_leader_is_replaced_after_the_lease_expires(run: Run) -> None:
@@ -149,7 +150,9 @@ def test_a_dead_leader_is_replaced_after_the_lease_expires(run: Run) -> None:
     run.lab.cut_link(old)
     new = run.wait_new_leader(old.name, 10)
     took = time.monotonic() - t0
-    assert 2.0 < took < 8.0, took  # the lease (3s) had to expire first
+    # The lease (3s) had to expire, counted from the last renewal a follower saw: at most one
+    # retry period (0.5s) before the kill; then one watch-driven acquire.
+    assert 3.0 - 0.5 - 0.1 < took < 3.0 + 0.5, took
     run.assert_client_reaches(new)
 
 

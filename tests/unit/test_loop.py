@@ -238,3 +238,50 @@ def test_a_lease_too_short_for_the_watchdog_to_fence_a_frozen_leader_is_one_line
         assert (
             "\n" not in text and "WatchdogSec=2s" in text and f"lease_duration {lease:g}s" in text
         )
+
+
+def test_a_vip_moved_to_an_interface_that_is_not_there_stays_where_it_was(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    made: list[FakeLink] = []
+
+    def link(ifname: str, vips: list[Vip]) -> FakeLink:
+        if ifname == "eth9":
+            raise InterfaceError("interface eth9 does not exist")
+        made.append(FakeLink(ifname, vips))
+        return made[-1]
+
+    cfg = load_text("node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n").config
+    parts = Parts(link=link, announcer=FakeAnnouncer, monitor=FakeMonitor)  # type: ignore[arg-type]
+    r = Runner(cfg, str(tmp_path / "kubevip.yaml"), tmp_path / "run", parts)
+    r.machine.holds_vip = True
+    made[-1].up = list(made[-1].vips)
+    r._move_vip(r.vips, "eth9")
+    assert r.ifname == "eth0" and r.link is made[-1] and r.link.present() == r.vips
+    assert "interface eth9 does not exist; keeping VIP 192.0.2.75 on eth0" in caplog.text
+
+
+def test_a_hand_over_that_does_not_finish_in_time_still_removes_the_vip(
+    loop: Runner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM while the apiservers never answer: the release hangs; the loop gives up after
+    twice the API timeout plus a second, removes the VIP and exits 0."""
+    import time
+
+    from kubevipd.daemon import Role, Stop
+
+    link: FakeLink = loop.link  # type: ignore[assignment]
+    link.up = list(link.vips)
+    loop.machine.role, loop.machine.holds_vip = Role.LEADER, True
+    loop.machine.observed = LeaderRecord(holder="n1", lease_duration_s=5, version="3")
+    loop.machine.deadline = time.monotonic() + 60
+    loop.machine.next_renew = time.monotonic() + 60
+    loop._connect_election = lambda: None  # type: ignore[method-assign]
+    loop.q.put(Stop("SIGTERM"))
+    t0 = time.monotonic()
+    assert loop.run() == 0
+    took = time.monotonic() - t0
+    limit = loop.machine.t.api_timeout * 2 + 1.0
+    assert limit - 0.1 < took < limit + 1.0, took
+    assert link.up == [] and "hand-over did not finish in time" in caplog.text
+    assert [w.op for w in loop.submitted] == ["release"]  # type: ignore[attr-defined]

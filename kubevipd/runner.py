@@ -217,7 +217,8 @@ class Runner:
         """At boot the interface may come up after us (a bond, a VLAN, a late driver): wait for
         it, within systemd's start timeout, then exit 1 so that systemd tries again. A missing
         interface can heal by itself, so it is never exit status 2."""
-        end = time.monotonic() + INTERFACE_WAIT_S
+        wait = float(os.environ.get("KUBEVIPD_INTERFACE_WAIT", INTERFACE_WAIT_S))  # tests: 0.5
+        end = time.monotonic() + wait
         while True:
             try:
                 self._attach_link()
@@ -226,7 +227,7 @@ class Runner:
                 if time.monotonic() >= end:
                     raise
                 if not self._waiting_for_interface:
-                    log.warning("%s; waiting up to %.0fs for it", e, INTERFACE_WAIT_S)
+                    log.warning("%s; waiting up to %gs for it", e, wait)
                     self._waiting_for_interface = True
                 time.sleep(0.5)
 

@@ -11,6 +11,7 @@ import errno
 import logging
 import select
 import socket
+import struct
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,12 +24,15 @@ defer_pyroute2()  # before the first pyroute2 import: only IPRoute's modules loa
 logging.getLogger("pyroute2.netlink.rtnl.tcmsg.common").setLevel(logging.ERROR)
 
 from pyroute2.iproute.linux import IPRoute  # noqa: E402
+from pyroute2.netlink import NLM_F_REQUEST  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 from pyroute2.netlink.rtnl import (  # noqa: E402
+    RTM_GETLINK,
     RTMGRP_IPV4_IFADDR,
     RTMGRP_IPV6_IFADDR,
     RTMGRP_LINK,
 )
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl  # noqa: E402
 
 from kubevipd.config.model import IPAddress  # noqa: E402
 
@@ -139,7 +143,17 @@ class Monitor:
     """Reports carrier changes of the interface and removals of a VIP, from its own thread.
 
     ``on_link(up)`` and ``on_vip_gone()`` must only hand the news to the main loop.
+
+    The monitor reads a plain netlink socket of its own and only borrows pyroute2's parser, for
+    a reason: from pyroute2 0.9 on an ``IPRoute`` keeps one socket per *thread*, so a socket
+    bound to the multicast groups on the thread that made the monitor is not the one the
+    monitor's thread would read, and that one hears nothing. A kernel socket is the same socket
+    in every thread, on every pyroute2 release. It lives in the network namespace of the thread
+    that makes the monitor, as any socket does.
     """
+
+    GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+    RCVBUF = 1 << 20  # as pyroute2's own sockets: a burst of link messages must not overflow it
 
     def __init__(
         self,
@@ -147,38 +161,77 @@ class Monitor:
         vips: Sequence[Vip],
         on_link: Callable[[bool], None],
         on_vip_gone: Callable[[], None],
-        ipr_factory: Callable[[], IPRoute] = IPRoute,
     ) -> None:
         self.index = index
         self._vips = {(str(v.address), v.prefixlen) for v in vips}
         self._on_link = on_link
         self._on_vip_gone = on_vip_gone
-        self._ipr = ipr_factory()
-        self._ipr.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.RCVBUF)
+            self._sock.bind((0, self.GROUPS))  # port 0: the kernel picks a free one
+        except OSError:
+            self._sock.close()
+            raise
+        self._marshal = MarshalRtnl()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="netlink-monitor", daemon=True)
         self._last_up: bool | None = None
+        self._resync_due = False
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
-        self._ipr.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self._sock.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            ready, _, _ = select.select([self._ipr.fileno()], [], [], 0.2)
-            if not ready:
+            try:
+                # After an overflow: read what is queued first, then ask (the answer must fit).
+                ready, _, _ = select.select([self._sock], [], [], 0 if self._resync_due else 0.2)
+                if not ready:
+                    if self._resync_due:
+                        self._resync()
+                    continue
+                data = self._sock.recv(65536)
+            except OSError as e:
+                if self._stop.is_set():
+                    return
+                if e.errno == errno.ENOBUFS:
+                    # The kernel dropped messages it could not queue: a VIP removal or a carrier
+                    # change may be among them. The socket itself goes on working.
+                    log.warning("netlink monitor missed messages; checking the link and the VIP")
+                    self._resync_due = True
+                else:
+                    log.warning("netlink monitor: %s", e)
                 continue
             try:
-                msgs = self._ipr.get()
-            except (OSError, NetlinkError) as e:
-                log.warning("netlink monitor: %s", e)
+                msgs = self._marshal.parse(data)
+            except (NetlinkError, ValueError, KeyError, IndexError) as e:
+                log.warning("netlink monitor: cannot parse a message: %s", e)
                 continue
             for msg in msgs:
                 self._dispatch(msg)
+
+    def _resync(self) -> None:
+        """After lost messages: report the carrier as the kernel has it now (the reply is an
+        RTM_NEWLINK like any other), and report the VIP as possibly gone (the main loop adds it
+        again if it holds the lease: adding an address that is there is a no-op)."""
+        self._resync_due = False
+        self._last_up = None
+        # struct nlmsghdr + struct ifinfomsg: RTM_GETLINK for our index.
+        request = struct.pack("=IHHIIBxHiII", 32, RTM_GETLINK, NLM_F_REQUEST, 1, 0, 0, 0,
+                              self.index, 0, 0)  # fmt: skip
+        try:
+            self._sock.sendto(request, (0, 0))
+        except OSError as e:
+            log.warning("netlink monitor: cannot ask for the link state: %s", e)
+            self._resync_due = True
+        self._on_vip_gone()
 
     def _dispatch(self, msg: object) -> None:
         event = msg["event"]  # type: ignore[index]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -605,5 +606,7 @@ def _is_timeout(e: BaseException) -> bool:
 def _net_error_text(e: BaseException, timeout: float) -> str:
     if _is_timeout(e):
         return f"no answer within {timeout:.1f}s"
-    reason = getattr(e, "reason", None) or e
+    reason = str(getattr(e, "reason", None) or e)
+    # urllib3 prefixes the connection object's repr: "<...HTTPSConnection object at 0x..>: "
+    reason = re.sub(r"^<[^>]*object at 0x[0-9a-f]+>: ", "", reason)
     return f"cannot reach the apiserver: {reason}"

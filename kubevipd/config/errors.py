@@ -19,10 +19,19 @@ class Diagnostic:
     severity: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
+        """One line, whatever the file name, key or message hold (a newline, a NUL, a lone
+        surrogate are shown escaped)."""
         where = self.file if self.line is None else f"{self.file}:{self.line}:{self.column}"
         label = "warning: " if self.severity == "warning" else ""
         field = f" {self.field}:" if self.field else ""
-        return f"{where}:{field} {label}{self.message}"
+        return printable(f"{where}:{field} {label}{self.message}")
+
+
+def printable(text: str) -> str:
+    """``text`` with what does not print (a newline, a NUL, a lone surrogate) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class ConfigError(Exception):

@@ -10,7 +10,9 @@ import difflib
 import ipaddress
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import unicodedata
+import warnings
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from kubevipd.config.errors import ConfigError, Diagnostic
+from kubevipd.config.errors import ConfigError, Diagnostic, printable
 from kubevipd.config.model import (
     AnnounceSpec,
     ArpSpec,
@@ -70,10 +72,19 @@ def schema() -> dict[str, Any]:
 
 
 def field_name(path: Sequence[PathItem]) -> str:
-    """``('announce', 'bgp', 'peers', 0, 'as')`` -> ``announce.bgp.peers[0].as``."""
+    """``('announce', 'bgp', 'peers', 0, 'as')`` -> ``announce.bgp.peers[0].as``.
+
+    A key that is not printable text on one line (``"a\\nb"``, ``""``, a lone surrogate) is
+    shown quoted and escaped, as ``vip["a\\nb"]``: a diagnostic is always one line.
+    """
     out = ""
     for item in path:
-        out += f"[{item}]" if isinstance(item, int) else (f".{item}" if out else item)
+        if isinstance(item, int):
+            out += f"[{item}]"
+        elif not item or not item.isprintable():
+            out += f"[{json.dumps(item)}]"
+        else:
+            out += f".{item}" if out else item
     return out
 
 
@@ -102,70 +113,334 @@ def load(path: str | Path) -> Loaded:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        msg = "is not UTF-8 text"
-        raise ConfigError([Diagnostic(name, line, 1, "", msg)]) from None
+        # The bytes before the first bad one decode: the column counts characters, as an
+        # editor does.
+        start = data.rfind(b"\n", 0, e.start) + 1
+        column = len(data[start : e.start].decode("utf-8")) + 1
+        msg = f"is not UTF-8 text (byte 0x{data[e.start]:02x})"
+        raise ConfigError([Diagnostic(name, line, column, "", msg)]) from None
     return load_text(text, name, source=Path(path))
 
 
 def load_text(text: str, filename: str = "<config>", source: Path | None = None) -> Loaded:
     """Validate YAML text as a kubevipd config; raises ConfigError listing every problem."""
-    root = _parse_yaml(text, filename)
-    doc = _plain(root)
-    errors = list(_schema_errors(doc, root, filename))
+    root, notes = _parse_yaml(text, filename)
+    try:
+        doc = _plain(root)
+    except _TooLarge as e:
+        line, col = _position(root, e.path)
+        name = field_name(e.path[:1] if e.top_level else e.path)
+        raise ConfigError([Diagnostic(filename, line, col, name, e.message)]) from None
+    found = list(_schema_errors(doc, root, filename))
+    found += _text_errors(doc, root, filename, {path for path, _ in found})
+    errors = [d for _, d in found]
     # Semantic checks assume the schema's shapes, so they run only on the top-level sections
     # the schema found nothing wrong with; together, the operator sees every error at once.
-    broken = {re.split(r"[.\[]", d.field)[0] for d in errors}
+    broken = {str(path[0]) for path, _ in found if path}
     checker = _Checker(doc, root, filename)
     config = checker.build(source, skip=broken)
     errors += checker.errors
     if errors or config is None:
         raise ConfigError(errors)
-    return Loaded(config, tuple(checker.warnings))
+    return Loaded(config, tuple(sorted(notes + checker.warnings)))
 
 
 # --------------------------------------------------------------------------- YAML
 
 
-def _parse_yaml(text: str, filename: str) -> Any:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+# A kubevipd config nests five levels deep and holds a few dozen values: far beyond these, a
+# file is not a config, and YAML's aliases could make it expand without end (a "billion laughs").
+_MAX_DEPTH = 100
+_MAX_VALUES = 100_000
+_TOO_DEEP = f"YAML: nested more than {_MAX_DEPTH} levels deep; a kubevipd config needs 5"
 
+
+def _parse_yaml(text: str, filename: str) -> tuple[Any, list[Diagnostic]]:
+    """The one document's root mapping, and what ruamel warned about (as one-line warnings)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError, YAMLWarning
+    from ruamel.yaml.reader import ReaderError
+
+    deep = _flow_too_deep(text)
+    if deep is not None:  # before ruamel: its scanner takes seconds on a few KB of '[[[['
+        line, col = _text_position(text, deep)
+        raise ConfigError([Diagnostic(filename, line, col, "", _TOO_DEEP)])
     yaml = YAML(typ="rt")
-    try:
-        docs = list(yaml.load_all(text))
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = e.problem or e.context or "invalid YAML"
-        dup = re.match(r'found duplicate key "(.*?)" with value', problem)
-        if dup:
-            problem = f'duplicate key "{dup.group(1)}" (each key may appear once)'
-        elif e.context and e.problem:
-            problem = f"{problem} ({e.context})"
-        raise ConfigError(
-            [Diagnostic(filename, line, col, "", f"YAML syntax: {problem}")]
-        ) from None
-    except YAMLError as e:
-        raise ConfigError([Diagnostic(filename, 1, 1, "", f"YAML: {e}")]) from None
+    yaml.Constructor = _constructor()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", YAMLWarning)
+        try:
+            docs = list(yaml.load_all(text))
+        except MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+            problem = e.problem or e.context or "invalid YAML"
+            dup = re.match(r'found duplicate key "(.*?)" with value', problem)
+            if dup:
+                problem = f'duplicate key "{dup.group(1)}" (each key may appear once)'
+            elif e.context and e.problem:
+                problem = f"{problem} ({e.context})"
+            raise ConfigError(
+                [Diagnostic(filename, line, col, "", f"YAML syntax: {problem}")]
+            ) from None
+        except ReaderError as e:
+            line, col = _text_position(text, e.position)
+            msg = f"{_describe_character(e.character)}, which YAML does not allow: remove it"
+            raise ConfigError([Diagnostic(filename, line, col, "", msg)]) from None
+        except RecursionError:
+            line, col = _too_deep(text)
+            raise ConfigError([Diagnostic(filename, line, col, "", _TOO_DEEP)]) from None
+        except YAMLError as e:
+            msg = f"YAML: {_one_line(' '.join(str(e).split()), 200)}"
+            raise ConfigError([Diagnostic(filename, 1, 1, "", msg)]) from None
+        except Exception as e:  # ruamel failing on odd input: %YAML 1.3 is a KeyError in it
+            raise ConfigError([_unreadable(text, filename, e)]) from None
+    notes = []
+    for w in caught:
+        if issubclass(w.category, YAMLWarning):
+            notes.append(_yaml_warning(w.message, filename))
+        else:  # not about the file: as if it had not been caught
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if len(docs) > 1:
+        line, col = _node_start(text, document=1)
         msg = "holds several YAML documents ('---'); kubevipd reads exactly one"
-        raise ConfigError([Diagnostic(filename, 1, 1, "", msg)])
+        raise ConfigError([Diagnostic(filename, line, col, "", msg)])
     if not docs or docs[0] is None:
         msg = "the file is empty: it needs at least a vip section (see kubevip.yaml.example)"
         raise ConfigError([Diagnostic(filename, 1, 1, "", msg)])
     root = docs[0]
     if not isinstance(root, Mapping):
+        line, col = _node_start(text, document=0)
         msg = f"expected a mapping of settings (key: value), got {_describe(root)}"
-        raise ConfigError([Diagnostic(filename, 1, 1, "", msg)])
-    return root
+        raise ConfigError([Diagnostic(filename, line, col, "", msg)])
+    return root, [n for n in notes if n is not None]
 
 
-def _plain(node: Any) -> Any:
-    """ruamel's round-trip objects as plain JSON-like values for jsonschema."""
-    if isinstance(node, Mapping):
-        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
+@cache
+def _constructor() -> type:
+    """ruamel's round-trip constructor, with a value it cannot build (``2020-13-45``, a 5000-digit
+    number, ``!!bool maybe``) reported at its position instead of as a bare ValueError."""
+    from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
+    from ruamel.yaml.error import YAMLError
+
+    class Constructor(RoundTripConstructor):
+        def construct_non_recursive_object(self, node: Any, tag: str | None = None) -> Any:
+            try:
+                return super().construct_non_recursive_object(node, tag)
+            except (YAMLError, RecursionError):
+                raise
+            except Exception as e:
+                problem = _unconstructable(tag or node.tag, e)
+                raise ConstructorError(None, None, problem, node.start_mark) from None
+
+    return Constructor
+
+
+_TAG_KINDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "null": "an empty value",
+    "timestamp": "a date",
+    "binary": "binary data",
+}
+
+
+def _unconstructable(tag: str, e: Exception) -> str:
+    """Why a scalar could not be built; never its text, which may be a secret."""
+    short = tag.removeprefix("tag:yaml.org,2002:")
+    kind = _TAG_KINDS.get(short, "its tag")
+    why = ""
+    digits = re.search(r"limit \((\d+) digits\)", str(e))
+    if digits:
+        why = f": it has more than {digits.group(1)} digits"
+    elif short == "timestamp" and isinstance(e, ValueError):
+        why = f": {str(e).splitlines()[0]}"
+    shown = f"!!{short}" if short != tag else tag
+    return f"cannot read this value as {kind} ({shown}){why}; quote it if it is a string"
+
+
+def _text_position(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of ``text[index]``, counted as ruamel counts them (a line ends at
+    \\n, \\r\\n or \\r; a BOM takes no column)."""
+    head = text[:index].replace("\r\n", "\n").replace("\r", "\n")
+    last = head[head.rfind("\n") + 1 :]
+    return head.count("\n") + 1, len(last) - last.count("\ufeff") + 1
+
+
+def _describe_character(code: int | str) -> str:
+    char = chr(code) if isinstance(code, int) else code
+    category = unicodedata.category(char)
+    what = {"Cc": "a control character", "Cs": "half of a UTF-16 surrogate pair"}.get(
+        category, "a character"
+    )
+    return f"the file holds U+{ord(char):04X}, {what}"
+
+
+def _events(text: str) -> Iterator[Any]:
+    """ruamel's parse events: iterative, so they work where composing the tree recursed too
+    deep. Only used on an error's path, to find a position."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        yield from YAML(typ="rt").parse(text)
+    except (YAMLError, RecursionError):
+        return
+
+
+def _flow_too_deep(text: str) -> int | None:
+    """The index of the first '[' or '{' nested deeper than _MAX_DEPTH, outside quotes and
+    comments; None if there is none (the usual case, found without a scan)."""
+    if text.count("[") + text.count("{") <= _MAX_DEPTH:
+        return None
+    depth = 0
+    quote = ""
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if quote:
+            if c == "\\" and quote == '"':
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c == "#" and (i == 0 or text[i - 1] in " \t\r\n"):
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return i
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return None
+
+
+def _too_deep(text: str) -> tuple[int, int]:
+    depth = 0
+    for event in _events(text):
+        name = type(event).__name__
+        if name in ("MappingStartEvent", "SequenceStartEvent"):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return event.start_mark.line + 1, event.start_mark.column + 1
+        elif name in ("MappingEndEvent", "SequenceEndEvent"):
+            depth -= 1
+    return 1, 1
+
+
+def _node_start(text: str, document: int) -> tuple[int, int]:
+    """Where the ``document``-th document (0-based) starts: its '---' or its first node."""
+    seen = -1
+    for event in _events(text):
+        if type(event).__name__ == "DocumentStartEvent":
+            seen += 1
+            if seen == document and getattr(event, "explicit", False):
+                return event.start_mark.line + 1, event.start_mark.column + 1
+        elif seen == document and type(event).__name__ != "DocumentEndEvent":
+            return event.start_mark.line + 1, event.start_mark.column + 1
+    return 1, 1
+
+
+def _unreadable(text: str, filename: str, e: Exception) -> Diagnostic:
+    directive = re.search(r"^%YAML[ \t]+(\S+)", text, flags=re.M)
+    if directive and directive.group(1) not in ("1.1", "1.2"):
+        line = text.count("\n", 0, directive.start()) + 1
+        msg = (
+            f"YAML syntax: %YAML {_one_line(directive.group(1))} is not a version kubevipd "
+            "reads: write %YAML 1.2, or remove the line"
+        )
+        return Diagnostic(filename, line, 1, "", msg)
+    return Diagnostic(filename, 1, 1, "", f"YAML: cannot be read ({type(e).__name__})")
+
+
+def _yaml_warning(warning: Warning | str, filename: str) -> Diagnostic | None:
+    """ruamel's warnings, which it prints on several lines, as one-line warnings."""
+    text = str(warning)
+    node = getattr(warning, "node", None)  # MantissaNoDotYAML1_1Warning
+    if node is not None and getattr(node, "start_mark", None) is not None:
+        mark = node.start_mark
+        msg = (
+            "YAML 1.1 wants a '.' in a number with an exponent (1.0e3, not 1e3); other YAML 1.1 "
+            "readers take this value as a string"
+        )
+        return Diagnostic(filename, mark.line + 1, mark.column + 1, "", msg, "warning")
+    anchor = re.search(
+        r"found duplicate anchor '(.*?)'.*second occurrence.*?line (\d+), column (\d+)",
+        text,
+        flags=re.S,
+    )
+    if anchor:
+        msg = (
+            f"YAML: the anchor &{_one_line(anchor.group(1))} is defined again; the aliases after "
+            "this use the new value"
+        )
+        return Diagnostic(filename, int(anchor.group(2)), int(anchor.group(3)), "", msg, "warning")
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return Diagnostic(filename, 1, 1, "", f"YAML: {_one_line(first)}", "warning") if first else None
+
+
+def _one_line(text: str, limit: int = 80) -> str:
+    """``text`` made safe for a one-line message: escaped, shortened."""
+    shown = printable(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+class _TooLarge(Exception):
+    """A document that is no config: too many values, too deep, or an alias inside itself."""
+
+    def __init__(self, path: FieldPath, message: str, top_level: bool = False) -> None:
+        self.path = path  # where it was found (the position); top_level: name its section only
+        self.message = message
+        self.top_level = top_level
+
+
+def _plain(root: Any) -> Any:
+    """ruamel's round-trip objects as plain JSON-like values for jsonschema: a tree, aliases
+    expanded, keys as strings. Dates and tagged values are left as they are (the schema
+    rejects them)."""
+    count = 0
+    open_nodes: list[int] = []  # the containers being converted, outermost first
+    path: list[PathItem] = []
+
+    def plain(node: Any) -> Any:
+        nonlocal count
+        count += 1
+        if count > _MAX_VALUES:
+            msg = (
+                f"holds more than {_MAX_VALUES} values (YAML aliases expanded); a kubevipd "
+                "config holds a few dozen"
+            )
+            raise _TooLarge(tuple(path[:1]), msg)
+        if not isinstance(node, Mapping | list):
+            return _scalar(node)
+        if id(node) in open_nodes:
+            raise _TooLarge(tuple(path), "YAML: an alias (*) refers to a value that contains it")
+        if len(open_nodes) >= _MAX_DEPTH:
+            raise _TooLarge(tuple(path), _TOO_DEEP, top_level=True)
+        open_nodes.append(id(node))
+        try:
+            if isinstance(node, list):
+                return [item(i, v) for i, v in enumerate(node)]
+            return {(name := _key_name(k)): item(name, v) for k, v in node.items()}
+        finally:
+            open_nodes.pop()
+
+    def item(key: PathItem, value: Any) -> Any:
+        path.append(key)
+        try:
+            return plain(value)
+        finally:
+            path.pop()
+
+    return plain(root)
+
+
+def _scalar(node: Any) -> Any:
     if isinstance(node, bool) or node is None:
         return node
     if isinstance(node, int):
@@ -177,25 +452,61 @@ def _plain(node: Any) -> Any:
     return node  # dates and tagged values: left as they are, the schema rejects them
 
 
+def _key_name(key: Any) -> str:
+    """A mapping key as the schema sees it: ``null``, ``true`` or ``1`` as written."""
+    if isinstance(key, str):
+        return str(key)
+    if key is None:
+        return "null"
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return str(key)
+
+
+_MISSING = object()
+
+
+def _find_key(node: Mapping[Any, Any], name: str) -> Any:
+    """The key of ``node`` that the plain document calls ``name`` (``1`` for "1")."""
+    if name in node:
+        return name
+    return next((k for k in node if not isinstance(k, str) and _key_name(k) == name), _MISSING)
+
+
 def _position(root: Any, path: FieldPath, at_key: bool = False) -> tuple[int, int]:
     """1-based line and column of the value (or key) at ``path`` in the ruamel tree."""
     line, col = 0, 0
     node = root
     for i, key in enumerate(path):
         last = i == len(path) - 1
-        lc = getattr(node, "lc", None)
-        if lc is None:
-            break
-        if isinstance(node, Mapping) and isinstance(key, str) and key in node:
-            value_is_null = node[key] is None
-            pos = lc.key(key) if (last and at_key) or value_is_null else lc.value(key)
+        if isinstance(node, Mapping) and isinstance(key, str):
+            orig = _find_key(node, key)
+            if orig is _MISSING:
+                break
+            pos = _key_position(node, orig, (last and at_key) or node[orig] is None)
         elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
-            pos = lc.item(key)
+            lc = getattr(node, "lc", None)
+            pos = lc.item(key) if lc is not None else None
         else:
             break
+        if pos is None:
+            break
         line, col = pos
-        node = node[key]
+        node = node[orig] if isinstance(node, Mapping) else node[key]
     return line + 1, col + 1
+
+
+def _key_position(node: Mapping[Any, Any], key: Any, at_key: bool) -> tuple[int, int] | None:
+    """(line, column) of a key or its value, 0-based; a key merged in with ``<<: *anchor`` is
+    found where the anchored mapping sets it."""
+    sources = [node, *(m for _, m in getattr(node, "merge", ()))]
+    for source in sources:
+        data = getattr(getattr(source, "lc", None), "data", None)
+        if isinstance(data, Mapping) and key in data:
+            lc = source.lc
+            pos = lc.key(key) if at_key else lc.value(key)
+            return cast(tuple[int, int], tuple(pos))
+    return None
 
 
 def _describe(value: Any) -> str:
@@ -213,7 +524,15 @@ def _describe(value: Any) -> str:
         return "a string"
     if value is None:
         return "an empty value"
-    return f"a {type(value).__name__}"
+    if isinstance(value, bytes):
+        return "binary data"
+    if isinstance(value, Set):
+        return "a set"
+    tag = getattr(getattr(value, "tag", None), "value", None)  # ruamel's TaggedScalar
+    if isinstance(tag, str):
+        return f"a value tagged {_one_line(tag, 40)}"
+    name = type(value).__name__
+    return f"an {name}" if name[:1] in "aeiou" else f"a {name}"
 
 
 # --------------------------------------------------------------------------- schema
@@ -226,7 +545,8 @@ def _validator() -> Any:
     return Draft202012Validator(schema(), format_checker=FormatChecker())
 
 
-def _schema_errors(doc: Any, root: Any, filename: str) -> Iterator[Diagnostic]:
+def _schema_errors(doc: Any, root: Any, filename: str) -> Iterator[tuple[FieldPath, Diagnostic]]:
+    mistyped: set[FieldPath] = set()
     for err in _validator().iter_errors(doc):
         path: FieldPath = tuple(err.absolute_path)
         if err.validator == "additionalProperties":
@@ -235,7 +555,7 @@ def _schema_errors(doc: Any, root: Any, filename: str) -> Iterator[Diagnostic]:
                 kpath = (*path, key)
                 msg = f"unknown key{_did_you_mean(key, allowed)}"
                 line, col = _position(root, kpath, at_key=True)
-                yield Diagnostic(filename, line, col, field_name(kpath), msg)
+                yield kpath, Diagnostic(filename, line, col, field_name(kpath), msg)
             continue
         if err.validator == "required":
             missing = [k for k in err.validator_value if k not in err.instance]
@@ -243,12 +563,48 @@ def _schema_errors(doc: Any, root: Any, filename: str) -> Iterator[Diagnostic]:
             for key in missing:
                 desc = err.schema.get("properties", {}).get(key, {}).get("description", "")
                 hint = f" ({desc.rstrip('.')})" if desc else ""
-                yield Diagnostic(
-                    filename, line, col, field_name((*path, key)), f"is required{hint}"
+                kpath = (*path, key)
+                yield (
+                    kpath,
+                    Diagnostic(filename, line, col, field_name(kpath), f"is required{hint}"),
                 )
             continue
+        if path in mistyped:
+            continue  # `port: .inf` is not a whole number: "nor at most 65535" adds nothing
+        if err.validator == "type":
+            mistyped.add(path)
         line, col = _position(root, path)
-        yield Diagnostic(filename, line, col, field_name(path), _message(err, path))
+        yield path, Diagnostic(filename, line, col, field_name(path), _message(err, path))
+
+
+def _text_errors(
+    doc: Any, root: Any, filename: str, reported: set[FieldPath]
+) -> list[tuple[FieldPath, Diagnostic]]:
+    """A control character in a value that the schema let through (an interface name, a path,
+    a URL): no setting takes one, and it would break the logs or the kernel's view of the name.
+    YAML lets a double-quoted string carry one as an escape (``"eth0\\0"``)."""
+    out: list[tuple[FieldPath, Diagnostic]] = []
+    stack: list[tuple[FieldPath, Any]] = [((), doc)]
+    while stack:
+        path, value = stack.pop()
+        if any(path[: len(r)] == r for r in reported):
+            continue
+        if isinstance(value, Mapping):
+            stack.extend(((*path, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(value))
+        elif isinstance(value, str) and not value.isprintable():
+            bad = next((c for c in value if _is_control(c)), None)
+            if bad is not None:
+                line, col = _position(root, path)
+                what = _describe_character(bad).removeprefix("the file holds ")
+                msg = f"contains {what}, which no setting takes"
+                out.append((path, Diagnostic(filename, line, col, field_name(path), msg)))
+    return out
+
+
+def _is_control(char: str) -> bool:
+    return unicodedata.category(char) in ("Cc", "Cs")
 
 
 def _message(err: Any, path: FieldPath) -> str:
@@ -364,10 +720,11 @@ class _Checker:
             return None
         port = int(v.get("port", 6443))
         prefix = v.get("prefix_length")
+        # int(): the schema takes 24.0 as an integer, which the model must not carry as a float.
         prefixes = (
-            tuple(prefix)
+            tuple(int(p) for p in prefix)
             if isinstance(prefix, list)
-            else ((prefix,) if prefix is not None else None)
+            else ((int(prefix),) if prefix is not None else None)
         )
         if "address" in v:
             addresses = self._addresses(v["address"])
@@ -656,8 +1013,8 @@ class _Checker:
             tls_server_name=h.get("tls_server_name"),
             period=period,
             timeout=timeout,
-            failure_threshold=h.get("failure_threshold", base.failure_threshold),
-            success_threshold=h.get("success_threshold", base.success_threshold),
+            failure_threshold=int(h.get("failure_threshold", base.failure_threshold)),
+            success_threshold=int(h.get("success_threshold", base.success_threshold)),
             link_down_grace=grace or base.link_down_grace,
         )
 

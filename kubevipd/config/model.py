@@ -8,6 +8,7 @@ files that mean the same thing give equal objects (import-manifest's round trip 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,9 @@ DEFAULT_CONFIG_PATH = Path("/etc/kubevip.yaml")
 
 _DURATION_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+# No timing of kubevipd needs more; beyond it, a number stops being a duration the daemon can
+# wait for (1e308s overflows, a Lease counts its seconds in an int32).
+MAX_DURATION_MS = 24 * 3_600_000
 
 
 class Duration(int):
@@ -39,8 +43,13 @@ class Duration(int):
             if not m:
                 raise ValueError(f"{value!r} is not a duration such as 500ms, 5s or 1m")
             ms = float(m.group(1)) * _UNIT_MS[m.group(2)]
+        if isinstance(ms, float) and math.isnan(ms):
+            raise ValueError("a duration must be a number, not NaN")
         if ms <= 0:
             raise ValueError("a duration must be greater than zero")
+        # Compared before any rounding: 1e308 s, .inf or 400 digits of seconds overflow there.
+        if ms > MAX_DURATION_MS:
+            raise ValueError(f"a duration must be at most {cls(MAX_DURATION_MS)}")
         if abs(ms - round(ms)) > 1e-6:
             raise ValueError("a duration must be a whole number of milliseconds")
         return cls(round(ms))

@@ -140,6 +140,59 @@ def test_bad_durations(bad: str | bool) -> None:
         Duration.parse(bad)
 
 
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (1.0e308, "a duration must be at most 24h"),
+        (float("inf"), "a duration must be at most 24h"),
+        (float("-inf"), "a duration must be greater than zero"),
+        (float("nan"), "a duration must be a number, not NaN"),
+        (10**400, "a duration must be at most 24h"),
+        ("9" * 400 + "s", "a duration must be at most 24h"),
+        ("1441m", "a duration must be at most 24h"),
+    ],
+    ids=["1e308", "inf", "-inf", "nan", "10^400", "400 digits", "1441m"],
+)
+def test_durations_beyond_any_timing_are_a_value_error(bad: float | str, message: str) -> None:
+    """Not an OverflowError (1e308 s in ms is infinite; 10**400 is beyond a float)."""
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        Duration.parse(bad)
+    assert Duration.parse("24h") == Duration.parse(86_400) == 86_400_000
+
+
+def test_integral_floats_become_whole_numbers_in_the_model() -> None:
+    """The schema takes 24.0 as an integer; the model carries 24, not a float."""
+    c = load_text(
+        "vip: {address: 192.168.0.75, prefix_length: 24.0, port: 6443.0}\n"
+        "health: {failure_threshold: 3.0, success_threshold: 2.0}\n"
+    ).config
+    assert c.vip.prefix_lengths == (24,) and type(c.vip.prefix_lengths[0]) is int
+    assert type(c.vip.port) is int
+    assert type(c.health.failure_threshold) is int and type(c.health.success_threshold) is int
+
+
+def test_yaml_warnings_are_one_line_warnings_at_their_position() -> None:
+    """ruamel prints these on several lines, through the warnings module, to stderr."""
+    loaded = load_text(
+        "%YAML 1.1\n---\nvip: {address: 192.168.0.75}\nlog: &a {level: info}\n"
+        "election: &a {retry_period: 1e0}\n",
+        "k.yaml",
+    )
+    assert [str(w) for w in loaded.warnings] == [
+        "k.yaml:5:11: warning: YAML: the anchor &a is defined again; the aliases after this use "
+        "the new value",
+        "k.yaml:5:29: warning: YAML 1.1 wants a '.' in a number with an exponent (1.0e3, not "
+        "1e3); other YAML 1.1 readers take this value as a string",
+    ]
+
+
+def test_a_diagnostic_is_one_line_whatever_it_holds() -> None:
+    from kubevipd.config import Diagnostic
+
+    d = Diagnostic("a\nb.yaml", 1, 2, 'x["\\n"]', "got \x00 and \ud800\r\n")
+    assert str(d) == 'a\\nb.yaml:1:2: x["\\n"]: got \\x00 and \\ud800\\r\\n'
+
+
 def test_duration_prints_in_the_largest_exact_unit() -> None:
     assert [str(Duration(v)) for v in (500, 1000, 1500, 60_000, 90_000, 3_600_000)] == [
         "500ms",
@@ -228,13 +281,15 @@ def test_file_errors_are_one_clear_line(tmp_path: Path) -> None:
         tmp_path: "is a directory",
     }
     bad_utf8 = tmp_path / "latin1.yaml"
-    bad_utf8.write_bytes(b"vip:\n  address: \xe9\n")
-    cases[bad_utf8] = "is not UTF-8"
+    bad_utf8.write_bytes("vip:\n  # é\n  address: ".encode() + b"\xe9\n")
+    cases[bad_utf8] = "is not UTF-8 text (byte 0xe9)"
     for path, fragment in cases.items():
         with pytest.raises(ConfigError) as raised:
             load(path)
         (d,) = raised.value.diagnostics
         assert fragment in d.message and str(d).startswith(str(path))
+    # at the bad byte, its column counted in characters
+    assert str(raised.value).startswith(f"{bad_utf8}:3:12: is not UTF-8")
 
 
 def test_the_example_is_valid_and_names_every_option() -> None:

@@ -126,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "check-config",
         help="validate a config file",
-        description="Validate a config file. Prints 'PATH: ok' and exits 0, or prints every error "
-        "as FILE:LINE:COLUMN: field: message and exits 2.",
+        description="Validate a config file for this version of the daemon. Prints 'PATH: ok' "
+        "and exits 0, or prints every error as FILE:LINE:COLUMN: field: message and exits 2; "
+        "what this version cannot run yet (bgp, metal, a VIP from dns or dhcp) is such an error.",
     )
     p.add_argument(
         "path", nargs="?", metavar="PATH", help=f"default: ${CONFIG_ENV} or {DEFAULT_CONFIG}"
@@ -203,9 +204,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
-def _load(path: str) -> Loaded | None:
-    """Load and validate; print diagnostics to stderr; None when the config has errors."""
+def _load(path: str, to_run: bool = False) -> Loaded | None:
+    """Load and validate; print diagnostics to stderr; None when the config has errors.
+
+    ``to_run`` (check-config, run): also None when this version of the daemon cannot run the
+    config (bgp, metal, a VIP from dns or dhcp), each reason one line at its position, as
+    kubevipd.config.loader.cannot_run() gives them. render-manifest and import-manifest take
+    such a config: kube-vip runs it.
+    """
     from kubevipd.config import ConfigError, load
+    from kubevipd.config.loader import cannot_run
 
     try:
         loaded = load(path)
@@ -213,14 +221,15 @@ def _load(path: str) -> Loaded | None:
         for d in e.diagnostics:
             print(d, file=sys.stderr)
         return None
-    for w in loaded.warnings:
-        print(w, file=sys.stderr)
-    return loaded
+    refused = cannot_run(loaded) if to_run else ()
+    for d in sorted([*loaded.warnings, *refused], key=lambda d: (d.line or 0, d.column or 0)):
+        print(d, file=sys.stderr)
+    return None if refused else loaded
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = args.path or _default_config()
-    if _load(path) is None:
+    if _load(path, to_run=True) is None:
         return EXIT_CONFIG
     print(f"{path}: ok")
     return EXIT_OK
@@ -234,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: early.append(signum))
     path = args.config or _default_config()
-    loaded = _load(path)
+    loaded = _load(path, to_run=True)
     if loaded is None:
         return EXIT_CONFIG
     from kubevipd.runner import run

@@ -39,6 +39,7 @@ from kubevipd.config.model import (
     VipSpec,
     default_election_server,
     default_health_url,
+    not_supported_yet,
 )
 
 PathItem = str | int
@@ -62,6 +63,8 @@ _TYPE_NAMES = {
 class Loaded:
     config: Config
     warnings: Sequence[Diagnostic]
+    # What this version of the daemon cannot run yet (see cannot_run()), at its position.
+    unsupported: Sequence[Diagnostic] = ()
 
 
 @cache
@@ -142,7 +145,21 @@ def load_text(text: str, filename: str = "<config>", source: Path | None = None)
     errors += checker.errors
     if errors or config is None:
         raise ConfigError(errors)
-    return Loaded(config, tuple(sorted(notes + checker.warnings)))
+    unsupported = [
+        Diagnostic(
+            filename, *_position(root, path, at_key=path[-1] != "mode"), field_name(path), msg
+        )
+        for path, msg in not_supported_yet(config)
+    ]
+    return Loaded(config, tuple(sorted(notes + checker.warnings)), tuple(unsupported))
+
+
+def cannot_run(loaded: Loaded) -> Sequence[Diagnostic]:
+    """Why this version of ``kubevipd run`` refuses a valid config, one error per reason, at its
+    position (empty: it runs it). check-config and run both ask; render-manifest does not, since
+    kube-vip runs such a config. The reasons are config.model.not_supported_yet()'s, which the
+    daemon checks again on a reload."""
+    return loaded.unsupported
 
 
 # --------------------------------------------------------------------------- YAML

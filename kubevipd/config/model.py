@@ -232,3 +232,22 @@ class Config:
     log_level: LogLevel = "info"
     # Where the config came from: for messages only, not part of its meaning.
     source: Path | None = field(default=None, compare=False)
+
+
+def not_supported_yet(cfg: Config) -> tuple[tuple[tuple[str, ...], str], ...]:
+    """What this version of the daemon cannot run, as (field path, message) pairs.
+
+    Such a config is valid (render-manifest and import-manifest take it, as kube-vip would), but
+    ``kubevipd run`` refuses it, and ``check-config`` says so: both ask this one function.
+    """
+    found: list[tuple[tuple[str, ...], str]] = []
+    if cfg.vip.dns is not None:
+        found.append((("vip", "dns"), "a VIP from DNS " + _NOT_YET + " (set vip.address)"))
+    if cfg.vip.dhcp is not None:
+        found.append((("vip", "dhcp"), "a VIP from DHCP " + _NOT_YET + " (set vip.address)"))
+    if cfg.announce.mode != "arp":
+        found.append((("announce", "mode"), f"{cfg.announce.mode} {_NOT_YET} (it runs arp only)"))
+    return tuple(found)
+
+
+_NOT_YET = "is not supported by this version of kubevipd yet"

@@ -156,15 +156,91 @@ def test_run_with_a_missing_interface_exits_2_with_one_line(tmp_path: Path) -> N
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
+BGP = (
+    "announce:\n  mode: bgp\n  bgp:\n    router_id: 192.0.2.1\n"
+    "    local_as: 65000\n    peers: [{address: 192.0.2.2, as: 65001}]\n"
+)
+METAL = (
+    "announce:\n  mode: metal\n  metal:\n    project_id: 7a5b2b1e-0c2e-4b4e-9a52-1d3f0e6f8a11\n"
+    "    token_file: /etc/kubevip/metal.token\n"
+)
+NOT_YET = "is not supported by this version of kubevipd yet"
+
+
 def test_run_refuses_modes_this_version_does_not_have(tmp_path: Path) -> None:
-    cfg = _run_config(
-        tmp_path,
-        "interface: lo\nannounce:\n  mode: bgp\n  bgp:\n    router_id: 192.0.2.1\n"
-        "    local_as: 65000\n    peers: [{address: 192.0.2.2, as: 65001}]\n",
-    )
+    cfg = _run_config(tmp_path, "interface: lo\n" + BGP)
     r = kubevipd("run", "--config", str(cfg), "--run-dir", str(tmp_path / "run"))
     assert r.returncode == 2
-    assert "announce.mode bgp is not supported by this version" in r.stderr
+    assert r.stderr.splitlines() == [f"{cfg}:7:9: announce.mode: bgp {NOT_YET} (it runs arp only)"]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        (
+            "vip:\n  address: 192.0.2.75\n" + BGP,
+            ["4:9: announce.mode: bgp " + NOT_YET + " (it runs arp only)"],
+        ),
+        (
+            "vip:\n  address: 192.0.2.75\n" + METAL,
+            ["4:9: announce.mode: metal " + NOT_YET + " (it runs arp only)"],
+        ),
+        (
+            "vip:\n  dns:\n    name: cp.example.com\n",
+            ["2:3: vip.dns: a VIP from DNS " + NOT_YET + " (set vip.address)"],
+        ),
+        (
+            "vip:\n  dhcp: {hostname: cp-vip}\n" + BGP,
+            [
+                "2:3: vip.dhcp: a VIP from DHCP " + NOT_YET + " (set vip.address)",
+                "4:9: announce.mode: bgp " + NOT_YET + " (it runs arp only)",
+            ],
+        ),
+    ],
+    ids=["bgp", "metal", "dns", "dhcp and bgp"],
+)
+def test_check_config_says_what_this_version_does_not_run(
+    tmp_path: Path, text: str, lines: list[str]
+) -> None:
+    """A config kube-vip runs but this daemon does not: check-config and run say so, one line
+    each at its position, exit 2; render-manifest still renders it."""
+    f = tmp_path / "kubevip.yaml"
+    f.write_text(text)
+    r = kubevipd("check-config", str(f))
+    assert (r.returncode, r.stdout, r.stderr.splitlines()) == (2, "", [f"{f}:{x}" for x in lines])
+    from kubevipd.cli import main
+
+    assert main(["run", "--config", str(f), "--run-dir", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()
+    r = kubevipd("render-manifest", "--config", str(f), "--kind", "daemonset")
+    assert r.returncode == 0 and "kind: DaemonSet" in r.stdout, r.stderr
+
+
+def test_check_config_and_the_daemon_refuse_the_same_configs() -> None:
+    """check-config's reasons and the daemon's own check (which a reload runs too) cannot drift:
+    both come from config.model.not_supported_yet."""
+    from kubevipd.config import load_text
+    from kubevipd.config.loader import cannot_run
+    from kubevipd.resolve import RunError, check_supported
+
+    vip = "vip: {address: 192.0.2.75}\n"
+    texts = [
+        vip,
+        vip + BGP,
+        vip + METAL,
+        "vip: {dns: {name: cp.example.com}}\n",
+        "vip: {dhcp: {hostname: cp-vip}}\n",
+        "vip: {address: [192.0.2.75, 'fd00::75']}\n",
+    ]
+    for text in texts:
+        loaded = load_text(text, "k.yaml")
+        try:
+            check_supported(loaded.config)
+            refused = False
+        except RunError:
+            refused = True
+        assert refused == bool(cannot_run(loaded)), text
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (raw sockets)")

@@ -19,6 +19,38 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "etc" / "kubevip.yaml.example"
 UUID = "7a5b2b1e-0c2e-4b4e-9a52-1d3f0e6f8a11"
 
+# Valid configs of the tests below, one of each shape (the fuzzing in test_config_fuzz.py mutates
+# them, and test_the_valid_configs_load keeps them valid).
+VALID_TEXTS = {
+    "minimal": "vip: {address: 192.168.0.75}\n",
+    "dual stack": "vip: {address: [192.168.0.75, 'fd00::75']}\n",
+    "dns": "vip: {dns: {name: cp.example.com, family: dual, refresh: 10s},"
+    " prefix_length: [24, 64]}\n",
+    "dhcp": "vip: {dhcp: {hostname: cp-vip}}\n",
+    "explicit defaults": "vip: {address: 10.0.0.5, prefix_length: 32, port: 6443}\n"
+    "election: {lease_duration: 5000ms, renew_deadline: 3, retry_period: 1s}\n"
+    "announce: {mode: arp, arp: {refresh: 3s}}\nlog: {level: info}\n",
+    "server": "vip: {address: [192.168.0.75, 'fd00::75']}\n"
+    "election: {server: 'https://[fd00::11]:6443'}\n",
+    "health url": "vip: {address: 10.0.0.5, port: 7443}\n"
+    "health: {url: 'https://127.0.0.1:6443/readyz'}\n",
+    "bgp": "vip: {address: 10.0.0.5}\nannounce:\n  mode: bgp\n  bgp:\n    router_id: 10.0.0.11\n"
+    "    local_as: 65000\n    peers:\n      - {address: 10.0.0.1, as: 65001, multihop: true,"
+    " password_file: /etc/kubevip/bgp.pass}\n      - {address: 'fd00::1', as: 65002}\n",
+    "metal": "vip: {address: 10.0.0.5}\nannounce:\n  mode: metal\n  metal:\n"
+    f"    project_id: {UUID}\n    token: s3cr3t-T0ken-value\n",
+    "block style": "node_name: cp1\ninterface: eth0\nvip:\n  address: 192.168.0.75\n"
+    "  prefix_length: 32\nelection:\n  kubeconfig: /etc/kubernetes/admin.conf\n"
+    "  lease_duration: 15s\n  renew_deadline: 10s\n  retry_period: 2s\nhealth:\n"
+    "  enabled: true\n  ca_file: /etc/kubernetes/pki/ca.crt\n  tls_server_name: kubernetes\n"
+    "  failure_threshold: 3\nmetrics:\n  listen: '[::1]:2112'\nlog:\n  level: debug\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(VALID_TEXTS))
+def test_the_valid_configs_load(name: str) -> None:
+    load_text(VALID_TEXTS[name], name)
+
 
 def test_minimal_config_gets_kube_vip_compatible_defaults() -> None:
     c = load_text("vip: {address: 192.168.0.75}\n").config
@@ -308,18 +340,24 @@ def _switch_on(text: str, key: str) -> str:
     return text.replace(block.group(0), f"{indent}{key}:\n{body}")
 
 
-def test_every_commented_alternative_in_the_example_is_valid() -> None:
-    """Each commented block of the example, switched on in place of its sibling, loads."""
+def example_variants() -> dict[str, str]:
+    """The example, and each of its commented blocks switched on in place of its sibling."""
     text = EXAMPLE.read_text()
     single = text.replace("  address: 192.168.0.75\n", "").replace("  prefix_length: 32\n", "")
     no_arp = re.sub(r"  arp:\n    refresh: 3s.*\n", "", text)
-    variants = {
+    return {
+        "example": text,
         "dual": single.replace("  # address: [192.168.0.75", "  address: [192.168.0.75"),
         "dns": _switch_on(single, "dns"),
         "dhcp": _switch_on(single, "dhcp"),
         "bgp": _switch_on(no_arp.replace("mode: arp ", "mode: bgp "), "bgp"),
         "metal": _switch_on(no_arp.replace("mode: arp ", "mode: metal "), "metal"),
     }
+
+
+def test_every_commented_alternative_in_the_example_is_valid() -> None:
+    """Each commented block of the example, switched on in place of its sibling, loads."""
+    variants = example_variants()
     loaded = {name: load_text(v, f"example-{name}").config for name, v in variants.items()}
     assert len(loaded["dual"].vip.addresses) == 2
     assert loaded["dns"].vip.dns is not None and loaded["dhcp"].vip.dhcp is not None

@@ -148,12 +148,23 @@ def _run_config(tmp_path: Path, extra: str) -> Path:
     return path
 
 
-def test_run_with_a_missing_interface_exits_2_with_one_line(tmp_path: Path) -> None:
+def test_run_waits_for_a_missing_interface_then_exits_1_for_systemd_to_retry(
+    tmp_path: Path,
+) -> None:
+    """At boot the interface may come after us: waited for (20s; here 0.5s), then status 1,
+    which the unit restarts; never 2, which it does not (RestartPreventExitStatus=2)."""
     cfg = _run_config(tmp_path, "interface: kvd-no-such0\n")
-    r = kubevipd("run", "--config", str(cfg), "--run-dir", str(tmp_path / "run"))
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.strip().endswith("interface kvd-no-such0 does not exist")
-    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    r = kubevipd(
+        "run", "--config", str(cfg), "--run-dir", str(tmp_path / "run"),
+        env={"KUBEVIPD_INTERFACE_WAIT": "0.5"},
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in r.stderr
+    assert lines[0].endswith("interface kvd-no-such0 does not exist; waiting up to 0.5s for it")
+    assert lines[1].endswith(
+        "interface kvd-no-such0 does not exist; exiting so that systemd starts kubevipd again"
+    )
 
 
 BGP = (

@@ -13,7 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kubevipd.config.model import Config, ElectionSpec, default_election_server
+from kubevipd.config.model import (
+    Config,
+    ElectionSpec,
+    default_election_server,
+    not_supported_yet,
+)
 from kubevipd.handoff import KUBECONFIG_DIR_ENV
 from kubevipd.vip.netlink import Vip, default_route_interface
 
@@ -23,13 +28,11 @@ class RunError(Exception):
 
 
 def check_supported(cfg: Config) -> None:
-    """Refuse what the daemon cannot do yet (the config schema already accepts it)."""
-    if cfg.announce.mode != "arp":
-        raise RunError(
-            f"announce.mode {cfg.announce.mode} is not supported by this version of the "
-            "daemon yet; use arp"
-        )
-    resolve_vips(cfg)
+    """Refuse what the daemon cannot do yet (the config schema already accepts it), in the
+    words ``check-config`` uses: both ask config.model.not_supported_yet."""
+    found = not_supported_yet(cfg)
+    if found:
+        raise RunError("; ".join(f"{'.'.join(path)}: {msg}" for path, msg in found))
 
 
 def resolve_vips(cfg: Config) -> list[Vip]:

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -750,6 +751,36 @@ def run_system(
     return out
 
 
+class CpuShare:
+    """How busy the machine was with anything else during the run, in cores: what /proc/stat
+    counts as busy, less this process's and its reaped children's CPU time. The bench itself
+    uses most of one core; another job on the machine (a test run) makes the figures noisier."""
+
+    def __init__(self) -> None:
+        self.t0, self.busy0, self.own0 = time.monotonic(), self._busy(), self._own()
+
+    @staticmethod
+    def _busy() -> float:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own() -> float:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def result(self) -> dict[str, float]:
+        wall = time.monotonic() - self.t0
+        busy, own = self._busy() - self.busy0, self._own() - self.own0
+        return {
+            "seconds": round(wall),
+            "bench_cores": round(own / wall, 2),
+            "other_cores": round(max(0.0, busy - own) / wall, 2),
+        }
+
+
 def plot(doc: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -859,6 +890,7 @@ def main() -> int:
         },
         "systems": {},
     }
+    cpu = CpuShare()
     for name in names:
         doc["systems"][name] = run_system(FACTORIES[name], args.rounds, slow_rounds, only)
         doc["systems"][name]["single_node_start"] = single_node_start(
@@ -866,6 +898,7 @@ def main() -> int:
         )
         if name == "kubevipd" and not args.no_idle:
             doc["systems"][name]["idle_shipped_defaults"] = idle_with_defaults()
+    doc["machine"]["cpu_use"] = cpu.result()
     print(json.dumps(doc, indent=2))
     if args.plot:
         plot(doc, Path(args.plot))

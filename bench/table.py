@@ -112,6 +112,13 @@ def table(doc: dict[str, Any]) -> str:
         if d.get("errors"):
             bits.append(f"{len(d['errors'])} failed rounds: " + "; ".join(d["errors"]))
         extra.append(f"- {s} ({d['version']}): " + "; ".join(bits))
+    use = doc.get("machine", {}).get("cpu_use")
+    if use:
+        extra.append(
+            f"- the machine during the run ({use['seconds']} s, {doc['machine']['cpus']} CPUs): "
+            f"the bench used {use['bench_cores']} cores on average, other processes "
+            f"{use['other_cores']}"
+        )
     return "\n".join([*lines, *detail, "", *extra])
 
 

@@ -403,7 +403,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.request.settimeout(10)
         try:
             self.request.do_handshake()
-        except (OSError, ssl.SSLError):
+        except (OSError, ssl.SSLError, AttributeError):
+            # AttributeError: stop() closed the socket before its handshake (its _sslobj is
+            # gone); the client sees a closed connection, as from a stopped apiserver.
             self.close_connection = True
             self.rfile = self.wfile = None  # type: ignore[assignment]
             return

@@ -71,7 +71,13 @@ def defer(name: str, shortcuts: Mapping[str, str] | None = None) -> bool:
         try:
             return module.__dict__[attr]
         except KeyError:
-            raise AttributeError(f"module {name!r} has no attribute {attr!r}") from None
+            pass
+        # A package that is lazy itself (PEP 562, as kubernetes 37's client and models are)
+        # defined its own hook when its __init__ ran, in place of this one: ask it.
+        own = module.__dict__.get("__getattr__")
+        if own is not None and own is not __getattr__:
+            return own(attr)
+        raise AttributeError(f"module {name!r} has no attribute {attr!r}")
 
     module.__getattr__ = __getattr__  # type: ignore[method-assign]
     sys.modules[name] = module

@@ -33,8 +33,8 @@ def _python(code: str, *, path: Path | None = None) -> str:
 def test_the_daemon_loads_neither_the_models_nor_the_pyroute2_entry_points() -> None:
     """Behaviour, on every kubernetes release pyproject admits: the package ``__init__``s that
     import every API class and every model never run, the two APIs the daemon uses are there,
-    and only a small part of what the release ships is loaded. (kubernetes 22.6's API modules
-    import no models at all; from 35 on each imports the few its methods name.)"""
+    and only a small part of what the release ships is loaded. (Up to kubernetes 36 the API
+    modules import no models at all; from 37 on each imports the few its methods name.)"""
     out = _python(
         """
         import json, pkgutil, sys
@@ -121,6 +121,36 @@ def test_a_submodule_imports_without_the_package_init_and_the_init_runs_once(
         assert pkg.RUNS == 1
         assert not lazyimport.is_deferred(name)
         with pytest.raises(AttributeError, match="no attribute 'missing'"):
+            _ = pkg.missing
+    finally:
+        for m in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            del sys.modules[m]
+
+
+def test_a_package_with_its_own_lazy_attributes_still_answers_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package whose __init__ defines a PEP 562 ``__getattr__`` (kubernetes 37's client and
+    models packages do) answers its names once deferred, the first time as after."""
+    name = f"lazyown_{tmp_path.name.replace('-', '_')}"
+    pkg_dir = tmp_path / name
+    pkg_dir.mkdir()
+    (pkg_dir / "__init__.py").write_text(
+        "import importlib\n"
+        "def __getattr__(attr):\n"
+        "    if attr == 'Model':\n"
+        f"        return importlib.import_module('{name}.model').Model\n"
+        "    raise AttributeError(attr)\n"
+    )
+    (pkg_dir / "model.py").write_text("class Model:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert lazyimport.defer(name) is True
+        pkg = sys.modules[name]
+        assert pkg.Model.__name__ == "Model"  # runs the __init__, then asks its own hook
+        assert not lazyimport.is_deferred(name)
+        assert pkg.Model is sys.modules[f"{name}.model"].Model
+        with pytest.raises(AttributeError):
             _ = pkg.missing
     finally:
         for m in [m for m in sys.modules if m == name or m.startswith(name + ".")]:

@@ -247,9 +247,12 @@ class Machine:
         running one (counted from the last renewal sent), or the leader would keep the VIP past
         what followers, told the new lease duration at the next renewal, wait for."""
         self.t = t
-        if self.role is Role.LEADER and self.last_renew_ok is not None:
-            self.deadline = min(self.deadline, self.last_renew_ok + t.renew_deadline)
-            self.next_renew = min(self.next_renew, self.last_renew_ok + t.retry_period)
+        if self.role is Role.LEADER:
+            # A leader carrying on from an earlier run has no renewal of its own yet: count
+            # from now, which is never later than the renewal the old run made.
+            since = self.last_renew_ok if self.last_renew_ok is not None else self.now
+            self.deadline = min(self.deadline, since + t.renew_deadline)
+            self.next_renew = min(self.next_renew, since + t.retry_period)
 
     def restart_announcing(self) -> None:
         """The VIP moved (reload): announce it as after a takeover."""

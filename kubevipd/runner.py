@@ -173,7 +173,7 @@ class Runner:
         self.identity = resolve_identity(cfg)
         self.vips = resolve_vips(cfg)
         check_server_is_not_the_vip(cfg, self.vips)
-        self.ifname = resolve_interface(cfg)
+        self.ifname = cfg.interface or ""  # resolved in _wait_for_interface
         self.notifier = Notifier()
         self.metrics = Metrics()
         self.link: VipLink | None = None
@@ -221,6 +221,11 @@ class Runner:
         end = time.monotonic() + wait
         while True:
             try:
+                try:
+                    # No interface set: the default route's, which may come up after us too.
+                    self.ifname = resolve_interface(self.cfg)
+                except RunError as e:
+                    raise InterfaceMissing(str(e)) from None
                 self._attach_link()
                 return
             except InterfaceMissing as e:

@@ -516,7 +516,9 @@ def _position(root: Any, path: FieldPath, at_key: bool = False) -> tuple[int, in
 def _key_position(node: Mapping[Any, Any], key: Any, at_key: bool) -> tuple[int, int] | None:
     """(line, column) of a key or its value, 0-based; a key merged in with ``<<: *anchor`` is
     found where the anchored mapping sets it."""
-    sources = [node, *(m for _, m in getattr(node, "merge", ()))]
+    # ruamel 0.17/0.18 keep (index, mapping) pairs in ``merge``; 0.19 the mappings themselves.
+    merged = [m[1] if isinstance(m, tuple) else m for m in getattr(node, "merge", ())]
+    sources = [node, *merged]
     for source in sources:
         data = getattr(getattr(source, "lc", None), "data", None)
         if isinstance(data, Mapping) and key in data:

@@ -285,3 +285,17 @@ def test_a_hand_over_that_does_not_finish_in_time_still_removes_the_vip(
     assert limit - 0.1 < took < limit + 1.0, took
     assert link.up == [] and "hand-over did not finish in time" in caplog.text
     assert [w.op for w in loop.submitted] == ["release"]  # type: ignore[attr-defined]
+
+
+def test_no_default_route_at_start_is_waited_for_then_exit_1_not_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's kubeadm config sets no interface: at boot the default route may come late."""
+    from kubevipd.runner import InterfaceMissing, run
+
+    monkeypatch.setattr("kubevipd.resolve.default_route_interface", lambda: None)
+    monkeypatch.setenv("KUBEVIPD_INTERFACE_WAIT", "0.3")
+    cfg = load_text("node_name: n1\nvip: {address: 192.0.2.75}\n").config
+    with pytest.raises(InterfaceMissing, match="no default route"):
+        Runner(cfg, str(tmp_path / "k.yaml"), tmp_path / "run", Parts(link=FakeLink))  # type: ignore[arg-type]
+    assert run(str(tmp_path / "k.yaml"), cfg, tmp_path / "run") == 1

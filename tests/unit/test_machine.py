@@ -707,3 +707,15 @@ def test_an_acquire_answered_after_its_deadline_never_adds_the_vip() -> None:
     assert AddVip() not in out and s.m.role is not Role.LEADER
     rel = s.write_of(out)
     assert rel.op == "release" and rel.record.version == "1"
+
+
+def test_a_reload_right_after_a_restart_shortens_the_inherited_deadline() -> None:
+    """A leader carrying on from a crashed run has no renewal of its own yet: a reload to
+    shorter timings counts from now (found by review: two holders otherwise)."""
+    t10 = replace(T, lease_duration=10, renew_deadline=8, retry_period=2)
+    s = Sim("n1", t=t10, vip_at_start=True, inherited=107.9)
+    s.healthy()
+    s.ev(Observed(held_by("n1", duration=10)))
+    assert s.m.role is Role.LEADER and s.m.deadline == pytest.approx(107.9)
+    s.m.set_timings(replace(T, lease_duration=3, renew_deadline=2, retry_period=0.5))
+    assert s.m.deadline == pytest.approx(s.now + 2)

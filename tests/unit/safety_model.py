@@ -326,6 +326,17 @@ class Cluster(RuleBasedStateMachine):
         self.a_reload_changes_the_timings(i, t)
         self.a_link_changes(i, link, then)
 
+    @rule(t=timings(), after=st.sampled_from([0.3, 1.0]))
+    def the_leader_reloads_then_loses_its_answers_then_its_link(
+        self, t: Timings, after: float
+    ) -> None:
+        """A config change, then a failing network: its renewals land unanswered (the
+        followers learn the new lease duration; the leader does not learn it renewed), then
+        nothing gets through."""
+        i = self.pick(NODES)
+        self.a_reload_changes_the_timings(i, t)
+        self.a_link_changes(i, Link(lose_answers=True), (after, Link(cut=True)))
+
     @invariant()
     def never_two_holders(self) -> None:
         self.check()

@@ -149,6 +149,17 @@ class _Client:
             raise ElectionSetupError(f"cannot use kubeconfig {path}: {e}") from None
         if server:
             cfg.host = server.rstrip("/")
+            hook = getattr(cfg, "refresh_api_key_hook", None)
+            if hook is not None:
+                # For a token user, newer clients (kubernetes 3x) copy the kubeconfig's server
+                # back before every request, from this hook: that is the VIP on kubeadm.
+                host = cfg.host
+
+                def keep_our_server(c: Configuration, _hook: Any = hook) -> None:
+                    _hook(c)
+                    c.host = host
+
+                cfg.refresh_api_key_hook = keep_our_server
         name = tls_name(cfg.host, tls_server_name)
         if name is not None:
             cfg.assert_hostname = name  # kubeadm's certificate names "kubernetes", not 127.0.0.1

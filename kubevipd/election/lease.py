@@ -156,8 +156,9 @@ class _Client:
                 host = cfg.host
 
                 def keep_our_server(c: Configuration, _hook: Any = hook) -> None:
-                    _hook(c)
+                    _hook(c)  # it also puts itself back as the hook: put ours back after it
                     c.host = host
+                    c.refresh_api_key_hook = keep_our_server
 
                 cfg.refresh_api_key_hook = keep_our_server
         name = tls_name(cfg.host, tls_server_name)

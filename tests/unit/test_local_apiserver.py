@@ -49,10 +49,11 @@ def test_a_kubeadm_kubeconfig_naming_the_vip_is_used_for_credentials_only(
         cfg = e._primary.api_client.configuration
         assert cfg.host == "https://127.0.0.1:6443" and cfg.assert_hostname == "kubernetes"
         # Newer clients refresh a token user's settings before every request, host included.
-        hook = getattr(cfg, "refresh_api_key_hook", None)
-        if hook is not None:
-            hook(cfg)
-        assert cfg.host == "https://127.0.0.1:6443", "the kubeconfig's server (the VIP) came back"
+        for _ in range(3):  # every request calls it
+            hook = getattr(cfg, "refresh_api_key_hook", None)
+            if hook is not None:
+                hook(cfg)
+            assert cfg.host == "https://127.0.0.1:6443", "the kubeconfig's server came back"
         assert cfg.api_key == {"authorization": "Bearer t"} or "t" in str(cfg.api_key)
     finally:
         e.close()

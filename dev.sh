@@ -189,7 +189,7 @@ bench() {
   fi
   local args=("$@")
   [ "${#args[@]}" -gt 0 ] || args=(--rounds 10)
-  log "bench/failover.py ${args[*]} (about 15 minutes for 10 rounds)"
+  log "bench/failover.py ${args[*]} (about 25 minutes for 10 rounds)"
   "$VENV/bin/python" bench/failover.py "${args[@]}" --plot bench/failover.png >bench/results.json
   "$VENV/bin/python" bench/table.py bench/results.json
 }

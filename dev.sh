@@ -131,15 +131,8 @@ run_tests() {
   log "pytest, leg 2 of 2: the newest releases pyproject.toml admits ($LATEST)"
   versions "$LATEST" >&2
   # Leg 2 leaves out the .deb's tests (package, systemd): the .deb runs on Debian's libraries.
-  # Not yet on leg 2: the tests that run the namespace lab (failover, demo, bench). The lab's
-  # probes make a pyroute2 socket in a thread that joined a namespace and read it from others;
-  # pyroute2 0.9 keeps one socket per thread, made in the calling thread's namespace, so they see
-  # the host's addresses and never a holder. The daemon's netlink code runs on 0.9
-  # (tests/integration/test_netlink.py); the lab around it does not yet.
   env -u KUBEVIPD_PACKAGE_TEST "$LATEST/bin/python" -m pytest -q \
     --ignore=tests/integration/test_package.py --ignore=tests/integration/test_systemd.py \
-    --ignore=tests/integration/test_failover.py --ignore=tests/integration/test_demo.py \
-    --ignore=tests/integration/test_bench.py \
     "$@" 2>&1 | tee "$logs/leg2" || rc=1
 
   # The closing line stays pytest's: both legs' counts added up, so it says "failed" if either did.

@@ -212,6 +212,16 @@ def main() -> int:
     if args.tls_server_name:
         cfg.assert_hostname = args.tls_server_name  # urllib3 checks the certificate against it
     cfg.retries = False
+    hook = cfg.refresh_api_key_hook
+    if hook is not None:  # kubernetes >= 26 sets the kubeconfig's host again on every call
+        host, name = cfg.host, cfg.assert_hostname
+
+        def keep_ours(c: client.Configuration) -> None:
+            hook(c)  # it also puts itself back as the hook: put ours back after it
+            c.host, c.assert_hostname = host, name
+            c.refresh_api_key_hook = keep_ours
+
+        cfg.refresh_api_key_hook = keep_ours
     api = client.CoordinationV1Api(client.ApiClient(cfg))
     lock = LeaseLock(args.lease, args.namespace, args.identity, api)
     vip = VipHolder(args.interface, args.vip)

@@ -11,7 +11,8 @@ import ctypes
 import os
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -51,3 +52,33 @@ def run_in_netns(name: str, fn: Callable[[], T]) -> T:
     if error:
         raise error[0]
     return result[0]
+
+
+class NetnsIPRoute:
+    """A pyroute2 ``IPRoute`` inside network namespace ``name``, usable from any thread: every
+    call runs on one thread of its own that joined the namespace, one call at a time.
+
+    A socket made on a thread that joined the namespace and then used from other threads works
+    on pyroute2 0.7 only: 0.9 keeps one socket per thread, and another thread's socket is made
+    in that thread's namespace.
+    """
+
+    def __init__(self, name: str) -> None:
+        from pyroute2 import IPRoute
+
+        self._pool = ThreadPoolExecutor(
+            1, f"netns-{name}", initializer=enter_netns, initargs=(name,)
+        )
+        self._ipr = self._pool.submit(IPRoute).result()
+
+    def __getattr__(self, attr: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._pool.submit(lambda: getattr(self._ipr, attr)(*args, **kwargs)).result()
+
+        return call
+
+    def close(self) -> None:
+        try:
+            self._pool.submit(self._ipr.close).result()
+        finally:
+            self._pool.shutdown()

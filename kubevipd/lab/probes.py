@@ -18,9 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from pyroute2 import IPRoute
-
-from kubevipd.lab.netns import enter_netns, run_in_netns
+from kubevipd.lab.netns import NetnsIPRoute, enter_netns, run_in_netns
 
 if TYPE_CHECKING:
     from kubevipd.lab.topology import Lab
@@ -39,7 +37,7 @@ class HolderSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="holder-sampler", daemon=True)
         # Sockets of its own: one pyroute2 socket must not serve two threads' dumps at once.
-        self._iprs = {n.netns: run_in_netns(n.netns, IPRoute) for n in lab.nodes}
+        self._iprs = {n.netns: NetnsIPRoute(n.netns) for n in lab.nodes}
 
     def __enter__(self) -> HolderSampler:
         self._thread.start()

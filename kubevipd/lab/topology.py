@@ -40,7 +40,7 @@ from kubevipd.lab.apiserver import (
     node_tokens,
     standard_tokens,
 )
-from kubevipd.lab.netns import run_in_netns
+from kubevipd.lab.netns import NetnsIPRoute
 from kubevipd.lab.pki import Pki, make_pki, write_kubeconfig
 
 API_PORT = 6443
@@ -195,7 +195,7 @@ class Lab:
     def ipr(self, netns: str) -> IPRoute:
         """A netlink socket inside ``netns`` (usable from any thread)."""
         if netns not in self._ipr:
-            self._ipr[netns] = run_in_netns(netns, IPRoute)
+            self._ipr[netns] = NetnsIPRoute(netns)
         return self._ipr[netns]
 
     def mac_of(self, netns: str, ifname: str = "eth0") -> str:

@@ -39,6 +39,9 @@ log = logging.getLogger("kubevipd.daemon")
 ANNOUNCE_BURST = (0.0, 0.25, 0.5, 1.0)
 REPEAT_EVERY = 60.0  # seconds between two log lines of the same repeating failure
 ADD_RETRY_MAX = 60.0  # seconds: the longest a node that could not add the VIP stays out
+# A removal netlink refused is tried again at once (a transient error is gone by then), then
+# after these pauses, doubling, up to the retry period: there is no safe alternative to trying.
+REMOVE_RETRY_FIRST = 0.05
 
 
 class Role(enum.Enum):
@@ -90,11 +93,30 @@ class VipAddFailed:
 
 
 @dataclass(frozen=True)
+class VipStray:
+    """The VIP is on the interface although this node does not hold it: netlink refused to
+    remove it (``failed``), or netlink shows it there after all (added by hand, by another
+    tool). It must go: a follower takes the lease expecting it gone."""
+
+    reason: str
+    failed: bool = False
+
+
+@dataclass(frozen=True)
 class Stop:
     reason: str = "SIGTERM"
 
 
-Event = Observed | WriteDone | HealthChanged | LinkChanged | VipMissing | VipAddFailed | Stop
+Event = (
+    Observed
+    | WriteDone
+    | HealthChanged
+    | LinkChanged
+    | VipMissing
+    | VipAddFailed
+    | VipStray
+    | Stop
+)
 
 
 # ------------------------------------------------------------------ actions
@@ -183,6 +205,10 @@ class Machine:
     # that can hold the VIP instead of coming back here at once.
     cannot_hold_until: float = 0.0
     add_failures: int = 0  # in a row; a renew after the VIP went up resets it
+    # A VIP on the interface that this node does not hold: when to remove it again (None: not
+    # pending), and how many removals failed in a row.
+    remove_due: float | None = None
+    remove_failures: int = 0
     # The last repeating warning and when it was logged: a failure that repeats every retry
     # period is logged once a minute, not every second.
     _repeat: tuple[str, float] = ("", 0.0)
@@ -214,6 +240,8 @@ class Machine:
                 self._start_announcing()
         elif isinstance(event, VipAddFailed):
             self._vip_add_failed(event.error, out)
+        elif isinstance(event, VipStray):
+            self._vip_stray(event)
         elif isinstance(event, Stop):
             if not self.stopping:
                 log.info("stopping (%s)", event.reason)
@@ -224,6 +252,8 @@ class Machine:
     def next_wakeup(self) -> float | None:
         """The monotonic time of the next decision that depends on time alone."""
         times: list[float] = []
+        if self.remove_due is not None:
+            times.append(self.remove_due)
         if self.role is Role.LEADER:
             times.append(self.deadline)
             if self.in_flight is None:
@@ -311,6 +341,35 @@ class Machine:
         if self.role is Role.LEADER:
             self._step_down(out, f"cannot add the VIP ({error}); not campaigning for {wait:g}s")
 
+    def _vip_stray(self, ev: VipStray) -> None:
+        if self.holds_vip:
+            return  # ours after all (e.g. a VIP a crashed run left, while start-up decides)
+        if ev.failed:
+            self.remove_failures += 1
+            n = self.remove_failures
+            pause = 0.0 if n == 1 else min(REMOVE_RETRY_FIRST * 2 ** (n - 2), self.t.retry_period)
+            self._warn_repeating(
+                f"the VIP is still on the interface although this node does not hold the "
+                f"lease ({ev.reason}); trying again"
+            )
+        else:
+            pause = 0.0
+            self._warn_repeating(
+                f"the VIP is on the interface although this node does not hold the lease "
+                f"({ev.reason}); removing it"
+            )
+        due = self.now + pause
+        self.remove_due = due if self.remove_due is None else min(self.remove_due, due)
+
+    def _remove_stray(self, out: list[Action]) -> None:
+        if self.remove_due is None:
+            return
+        if self.holds_vip:
+            self.remove_due = None  # leading again: the VIP is meant to be there
+        elif self.now >= self.remove_due:
+            self.remove_due = None
+            out.append(RemoveVip())
+
     def _gate_open(self) -> bool:
         return not self.t.health_gate or self.healthy is True
 
@@ -396,6 +455,7 @@ class Machine:
             self.next_attempt = self.now + self.t.retry_period
 
     def _decide(self, out: list[Action]) -> None:
+        self._remove_stray(out)
         if self.role is Role.STARTING:
             if self.seen:
                 self._settle_startup(out)
@@ -576,6 +636,7 @@ class Machine:
         if self.holds_vip:
             out.append(RemoveVip())
             self.holds_vip = False
+            self.remove_failures = 0  # a new removal: a failure of it is first tried again at once
         self.announce_due = []
         self.degraded = False
 

@@ -40,6 +40,7 @@ from kubevipd.daemon import (
     Timings,
     VipAddFailed,
     VipMissing,
+    VipStray,
     Write,
     WriteDone,
 )
@@ -424,6 +425,7 @@ class Runner:
                 self.link.remove()
             except InterfaceError as e:
                 log.error("%s", e)
+                self.q.put(VipStray(f"could not remove it: {e}", failed=True))
                 return False
         elif isinstance(a, Announce):
             # A backstop for a netlink monitor that went deaf: announce only what is held.
@@ -483,8 +485,12 @@ class Runner:
             self._counted_transitions = m.transitions
         self._published, self._published_at = key, now
         self.metrics.leader.set(1 if m.role is Role.LEADER else 0)
-        present = self._vip_on_interface()
+        on_interface = self._vips_on_interface()
+        present = on_interface == len(self.vips)
         self.metrics.vip_present.set(1 if present else 0)
+        if on_interface and not m.holds_vip:
+            # A backstop: a follower must not keep a VIP, whoever put it there.
+            self.q.put(VipStray(f"netlink shows {on_interface} of its addresses on {self.ifname}"))
         wall_now = time.time()
         state = {
             "pid": os.getpid(),
@@ -512,13 +518,17 @@ class Runner:
 
     def _vip_on_interface(self) -> bool:
         """Every VIP address is on the interface now, as netlink says."""
+        return self._vips_on_interface() == len(self.vips)
+
+    def _vips_on_interface(self) -> int:
+        """How many of the VIP's addresses are on the interface now, as netlink says."""
         if self.link is None:
-            return False
+            return 0
         try:
-            return len(self.link.present()) == len(self.vips)
+            return len(self.link.present())
         except (InterfaceError, OSError) as e:
             log.debug("cannot read the addresses of %s: %s", self.ifname, e)
-            return False
+            return 0
 
     # reload -----------------------------------------------------------------
 

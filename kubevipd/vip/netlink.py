@@ -35,6 +35,7 @@ from pyroute2.netlink.rtnl import (  # noqa: E402
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl  # noqa: E402
 
 from kubevipd.config.model import IPAddress  # noqa: E402
+from kubevipd.supervise import supervise  # noqa: E402
 
 log = logging.getLogger("kubevipd.vip")
 
@@ -175,20 +176,28 @@ class Monitor:
             raise
         self._marshal = MarshalRtnl()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="netlink-monitor", daemon=True)
+        self._thread: threading.Thread | None = None
         self._last_up: bool | None = None
         self._resync_due = False
+        self._started_once = False
 
     def start(self) -> None:
-        self._thread.start()
+        # Supervised (kubevipd.supervise): a monitor that died on a message it did not expect
+        # is logged with its traceback and starts again, checking the link and the VIP anew.
+        self._thread = supervise("netlink-monitor", self._run, self._stop.is_set, self._stop.wait)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=2)
         self._sock.close()
 
     def _run(self) -> None:
+        if self._started_once:
+            # Started again after dying: news may have come while nobody read (a pause of
+            # supervise.RESTART_S), so the carrier and the VIP are checked as after an overflow.
+            self._resync_due = True
+        self._started_once = True
         while not self._stop.is_set():
             try:
                 # After an overflow: read what is queued first, then ask (the answer must fit).

@@ -271,6 +271,25 @@ def test_a_vip_deleted_by_hand_is_restored_quickly(run: Run) -> None:
     assert "VIP disappeared from the interface while leader" in run.lab.log_text(leader)
 
 
+def test_a_vip_added_by_hand_on_a_follower_is_removed(run: Run) -> None:
+    """A follower must not keep the VIP, whoever put it there (a removal netlink refused, a
+    person, another tool): the daemon checks its interface when it refreshes its status, at
+    least once a second, and removes it. The leader keeps the VIP throughout."""
+    follower = next(n for n in run.lab.nodes if n is not run.leader)
+    ipr = run.lab.ipr(follower.netns)
+    idx = ipr.link_lookup(ifname="eth0")[0]
+    with run.sampler.excuse_two_holders():
+        t0 = time.monotonic()
+        ipr.addr("add", index=idx, address=run.lab.vip, prefixlen=32)
+        assert run.lab.wait_for(lambda: run.lab.holders() == [run.leader.name], 3, interval=0.01)
+        removed = time.monotonic() - t0
+    assert removed < 2.2, f"removed after {removed * 1000:.0f} ms"  # 1 s refresh + 1 s sleep
+    assert run.sampler.excused, "the sampler never saw the VIP added by hand"
+    log = run.lab.log_text(follower)
+    assert "the VIP is on the interface although this node does not hold the lease" in log
+    run.assert_client_reaches(run.leader)
+
+
 def test_every_apiserver_down_longer_than_the_lease_then_back(run: Run) -> None:
     old = run.leader
     run.lab.stop_apiservers()
@@ -341,26 +360,30 @@ def scrape_metrics(node: Node, port: int = 2112) -> str:
 
 
 def test_metrics(run: Run) -> None:
-    node = next(n for n in run.lab.nodes if n is not run.leader)
-    run.lab.signal(node, signal.SIGTERM)
-    assert run.lab.wait_exit(node, 10) == 0
-    run.lab.start(node, metrics={"listen": "127.0.0.1:2112"})
-
-    def scrape() -> str:
-        return scrape_metrics(node)
-
-    assert run.lab.wait_for(lambda: "kubevipd_leader 0.0" in scrape(), 10, interval=0.1)
-    text = scrape()
-    assert "kubevipd_vip_present 0.0" in text
+    """Both followers serve metrics, so whichever takes over, one is checked as the new leader
+    and the other as a follower: every assertion runs in every run."""
+    followers = [n for n in run.lab.nodes if n is not run.leader]
+    for node in followers:
+        run.lab.signal(node, signal.SIGTERM)
+        assert run.lab.wait_exit(node, 10) == 0
+        run.lab.start(node, metrics={"listen": "127.0.0.1:2112"})
+    for node in followers:
+        assert run.lab.wait_for(
+            lambda n=node: "kubevipd_leader 0.0" in scrape_metrics(n), 10, interval=0.1
+        )
+        assert "kubevipd_vip_present 0.0" in scrape_metrics(node)
     run.lab.signal(run.leader, signal.SIGKILL)
     run.lab.cut_link(run.leader)
     new = run.wait_new_leader(run.leader.name, 10)
-    if new is node:
-        assert run.lab.wait_for(lambda: "kubevipd_leader 1.0" in scrape(), 5, interval=0.1)
-        text = scrape()
-        assert "kubevipd_vip_present 1.0" in text
-        assert 'kubevipd_lease_write_seconds_count{op="acquire"}' in text
-    assert "kubevipd_transitions_total" in scrape()
+    assert new in followers
+    (other,) = [n for n in followers if n is not new]
+    assert run.lab.wait_for(lambda: "kubevipd_leader 1.0" in scrape_metrics(new), 5, interval=0.1)
+    text = scrape_metrics(new)
+    assert "kubevipd_vip_present 1.0" in text
+    assert 'kubevipd_lease_write_seconds_count{op="acquire"}' in text
+    assert 'kubevipd_transitions_total{to="leader"} 1.0' in text
+    text = scrape_metrics(other)
+    assert "kubevipd_leader 0.0" in text and "kubevipd_vip_present 0.0" in text
 
 
 def test_systemd_notify_protocol(run: Run, tmp_path: Path) -> None:

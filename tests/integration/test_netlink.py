@@ -160,6 +160,41 @@ def test_after_lost_messages_the_link_and_the_vip_are_checked_again(pair: Pair) 
         mon.stop()
 
 
+class _DiesOnce(Monitor):
+    """Its first message raises what the monitor does not expect (as a parser or a callback
+    bug would): the thread must not die silently with the VIP unwatched."""
+
+    died = False
+
+    def _dispatch(self, msg: object) -> None:
+        if not self.died:
+            self.died = True
+            raise RuntimeError("an unexpected message")
+        super()._dispatch(msg)
+
+
+def test_a_monitor_that_dies_is_logged_restarted_and_checks_again(
+    pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    run_in_netns(pair.ns, lambda: VipLink(pair.link, [V4]).add())
+    heard = Heard()
+    mon = _monitor(pair, heard, _DiesOnce)
+    mon.start()
+    try:
+        pair.ip("addr", "add", OTHER, "dev", pair.link)  # the message it dies on
+        # Removed while the dead monitor waits to start again: its restart checks the VIP.
+        pair.ip("addr", "del", f"{V4.address}/{V4.prefixlen}", "dev", pair.link)
+        heard.wait_for(("gone", True))
+        assert mon.died
+        died = [r for r in caplog.records if "thread netlink-monitor died" in r.getMessage()]
+        assert len(died) == 1 and "Traceback" in died[0].getMessage()
+        heard.seen.clear()
+        pair.ip("link", "set", pair.peer, "down")  # and it goes on hearing news
+        heard.wait_for(("link", False))
+    finally:
+        mon.stop()
+
+
 def test_the_vip_link_adds_removes_and_reads_the_interface(pair: Pair) -> None:
     mac = json.loads(pair.ip("-j", "link", "show", pair.link))[0]["address"]
 

@@ -6,12 +6,14 @@ slow, cut (writes never arrive and time out, the watch stalls and relists when h
 lost after the write landed, conflicts whose read-back fails, watch events reordered by random
 delays. On top of that: a node's wall clock steps, a daemon crashes and restarts at once with
 its VIP still on the interface (its write in flight may still land), a reload changes the
-timings, health changes. After every event the invariant is checked: at no instant do two nodes
-hold the VIP.
+timings, health changes, netlink refusing to add or to remove the VIP once (a transient error).
+After every event the invariant is checked: at no instant do two nodes hold the VIP.
 
 The model does with a machine's actions what kubevipd's runner does, nothing more: a Write goes
-out (its ``sent_at`` is when it left), AddVip and RemoveVip change the interface, and a restart
-builds a new Machine as ``kubevipd.runner`` does.
+out (its ``sent_at`` is when it left), AddVip and RemoveVip change the interface unless netlink
+refuses (then the machine hears VipAddFailed or VipStray, and the rest of the batch is dropped,
+its writes answered "not sent"), and a restart builds a new Machine as ``kubevipd.runner``
+does.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from kubevipd.daemon import (
     RemoveVip,
     Role,
     Timings,
+    VipAddFailed,
+    VipStray,
     Write,
     WriteDone,
 )
@@ -111,6 +115,8 @@ class Node:
     holds: bool = False  # the VIP is on its interface
     generation: int = 0
     stale: bool = False  # its watch missed events while cut: it relists when healed
+    add_refusals: int = 0  # netlink refuses this many AddVip / RemoveVip from now on
+    remove_refusals: int = 0
 
 
 MachineFactory = Callable[..., Machine]
@@ -165,18 +171,36 @@ class Cluster(RuleBasedStateMachine):
     def feed(self, i: int, event: object) -> None:
         n = self.nodes[i]
         out = n.machine.handle(event, self.now, self.wall(n))  # type: ignore[arg-type]
-        for a in out:
+        for k, a in enumerate(out):
             if isinstance(a, Write):
                 f = InFlight(i, n.generation, a, self.now)
                 if n.link.cut:
                     self.at(self.now + a.timeout, "answer", (f, _timeout()))
                 else:
                     self.at(self.now + n.link.apply, "apply", f)
+            elif isinstance(a, AddVip) and n.add_refusals:
+                n.add_refusals -= 1
+                self.refused(i, VipAddFailed("refused"), out[k + 1 :])
+                break
             elif isinstance(a, AddVip):
                 n.holds = True
+            elif isinstance(a, RemoveVip) and n.remove_refusals:
+                n.remove_refusals -= 1
+                self.refused(i, VipStray("could not remove it", failed=True), out[k + 1 :])
+                break
             elif isinstance(a, RemoveVip):
                 n.holds = False
             self.check()
+
+    def refused(self, i: int, news: object, rest: list[Any]) -> None:
+        """What the runner does when netlink refuses an action: the machine hears of it next,
+        and the rest of the batch is not carried out (its writes are answered "not sent")."""
+        n = self.nodes[i]
+        self.at(self.now, "local", (i, n.generation, news))
+        for a in rest:
+            if isinstance(a, Write):
+                failed = WriteResult(ok=False, error="not sent", error_kind="other")
+                self.at(self.now, "answer", (InFlight(i, n.generation, a, self.now), failed))
 
     def check(self) -> None:
         holders = [n.name for n in self.nodes if n.holds]
@@ -222,6 +246,10 @@ class Cluster(RuleBasedStateMachine):
             j, generation, record = data
             if generation == self.nodes[j].generation:
                 self.feed(j, Observed(record))
+        elif kind == "local":
+            j, generation, news = data
+            if generation == self.nodes[j].generation:
+                self.feed(j, news)
         elif kind == "link":
             self.set_link(*data)
 
@@ -336,6 +364,22 @@ class Cluster(RuleBasedStateMachine):
         i = self.pick(NODES)
         self.a_reload_changes_the_timings(i, t)
         self.a_link_changes(i, Link(lose_answers=True), (after, Link(cut=True)))
+
+    @rule(i=WHO, remove=st.booleans())
+    def netlink_refuses_once(self, i: int, remove: bool) -> None:
+        """The next AddVip or RemoveVip of this node fails once (EBUSY, ENOBUFS, ...)."""
+        n = self.nodes[self.pick(i)]
+        if remove:
+            n.remove_refusals = 1
+        else:
+            n.add_refusals = 1
+
+    @rule(link=LINKS)
+    def the_leader_cannot_remove_its_vip_once_and_its_link_changes(self, link: Link) -> None:
+        """Its removal at the renew deadline (or at a step-down) is refused once."""
+        i = self.pick(NODES)
+        self.nodes[i].remove_refusals = 1
+        self.a_link_changes(i, link)
 
     @invariant()
     def never_two_holders(self) -> None:

@@ -18,7 +18,17 @@ import pytest
 
 from kubevipd import status as status_file
 from kubevipd.config import load_text
-from kubevipd.daemon import AddVip, Announce, RemoveVip, VipAddFailed, VipMissing, Write, WriteDone
+from kubevipd.daemon import (
+    AddVip,
+    Announce,
+    RemoveVip,
+    Role,
+    VipAddFailed,
+    VipMissing,
+    VipStray,
+    Write,
+    WriteDone,
+)
 from kubevipd.election.base import LeaderRecord, release_record
 from kubevipd.notify import watchdog_fence_warning
 from kubevipd.runner import FromLink, Parts, Runner, _JournalFormatter
@@ -138,9 +148,29 @@ def test_no_release_goes_out_while_a_vip_we_could_not_remove_may_be_up(loop: Run
     release = Write("release", release_record(record, 0.0), 1.0)
     run_batch(loop, [RemoveVip(), release])
     assert loop.submitted == []  # type: ignore[attr-defined]
-    done = queued(loop)
-    assert len(done) == 1 and isinstance(done[0], WriteDone)
-    assert done[0].op == "release" and not done[0].result.ok  # the machine still hears of it
+    stray, done, *seen = queued(loop)
+    assert isinstance(stray, VipStray) and stray.failed  # the machine tries again
+    assert isinstance(done, WriteDone)
+    assert done.op == "release" and not done.result.ok  # the machine still hears of it
+    assert all(isinstance(e, VipStray) for e in seen)  # and the status saw it still up
+
+
+def test_a_follower_with_the_vip_on_its_interface_removes_it(loop: Runner) -> None:
+    """Whoever put it there (a removal that failed, a person, another tool): a follower must
+    not keep it. The machine hears of it and removes it; the leader's VIP is left alone."""
+    loop.machine.role, loop.machine.holds_vip = Role.FOLLOWER, False
+    loop.link.up = list(loop.vips)  # type: ignore[union-attr]
+    loop._published = ()
+    loop._publish()
+    (news,) = queued(loop)
+    assert isinstance(news, VipStray) and not news.failed
+    loop._step(news)
+    assert loop.link.up == []  # type: ignore[union-attr]
+    loop.machine.role, loop.machine.holds_vip = Role.LEADER, True
+    loop.link.up = list(loop.vips)  # type: ignore[union-attr]
+    loop._published = ()
+    loop._publish()
+    assert queued(loop) == []
 
 
 def test_an_announcement_checks_the_vip_is_on_the_interface(loop: Runner) -> None:
@@ -161,7 +191,7 @@ def test_status_and_metrics_report_what_the_interface_shows(loop: Runner) -> Non
     loop._publish()
     state = status_file.read(loop.run_dir)
     assert state is not None and state["vip_present"] is False
-    assert loop.metrics.vip_present._value.get() == 0  # type: ignore[attr-defined]
+    assert loop.metrics.registry.get_sample_value("kubevipd_vip_present") == 0
     loop.link.up = list(loop.vips)  # type: ignore[union-attr]
     loop._published = ()
     loop._publish()

@@ -20,6 +20,7 @@ from kubevipd.daemon import (
     Timings,
     VipAddFailed,
     VipMissing,
+    VipStray,
     Write,
     WriteDone,
 )
@@ -399,6 +400,43 @@ def test_a_failed_add_while_following_only_delays_the_next_campaign() -> None:
     s.ev(Observed(held_by("n1")))
     assert s.ev(VipAddFailed("late news")) == []
     assert s.m.role is Role.FOLLOWER and s.m.cannot_hold_until == s.now + 5
+
+
+def test_a_removal_netlink_refused_is_tried_again_at_once_then_with_a_growing_pause() -> None:
+    s, _ = leader()
+    s.tick(3.0)  # no renewal answered: the deadline passes
+    assert s.m.role is Role.FOLLOWER and not s.m.holds_vip
+    # The runner could not remove it: at once, then 0.05s, 0.1s, ... up to the retry period.
+    assert s.ev(VipStray("could not remove it: EBUSY", failed=True)) == [RemoveVip()]
+    pauses = []
+    for _ in range(6):
+        assert s.ev(VipStray("could not remove it: EBUSY", failed=True)) == []
+        due = s.m.next_wakeup()
+        assert due is not None
+        pauses.append(round(due - s.now, 3))
+        assert s.tick(due - s.now - 0.001) == []
+        assert s.tick(0.001) == [RemoveVip()]
+    assert pauses == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0]
+
+
+def test_a_vip_seen_on_a_follower_is_removed_and_a_leaders_is_kept() -> None:
+    s = Sim("n2")
+    s.healthy()
+    s.ev(Observed(held_by("n1")))
+    assert s.ev(VipStray("netlink shows 1 of its addresses on eth0")) == [RemoveVip()]
+    assert s.m.next_wakeup() != s.now  # nothing more pending
+    lead, _ = leader()
+    assert lead.ev(VipStray("netlink shows 1 of its addresses on eth0")) == []
+
+
+def test_a_pending_removal_is_dropped_when_the_node_leads_again() -> None:
+    s, _ = leader()
+    s.tick(3.0)
+    s.ev(VipStray("could not remove it", failed=True))  # the at-once retry
+    s.ev(VipStray("could not remove it", failed=True))  # pending, 0.05s from now
+    s.m.holds_vip = True  # e.g. it won again and added the VIP in between
+    assert RemoveVip() not in s.tick(0.1)
+    assert s.m.remove_due is None
 
 
 def test_a_vip_gone_while_following_is_left_alone() -> None:

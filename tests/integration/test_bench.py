@@ -30,8 +30,10 @@ def test_bench_failover_smoke() -> None:
     k = doc["systems"]["kubevipd"]
     graceful = k["scenarios"]["graceful_stop"]
     assert graceful["rounds"] == 1 and graceful["dual_holder_ms_total"] == 0
-    assert graceful["outage_ms"]["max"] < 1500
-    assert k["scenarios"]["follower_restart"]["outage_ms"]["max"] < 500
+    # A few times the medians in bench/README.md (graceful 40 ms, follower restart 16 ms,
+    # which is the probe's own jitter): one round, so its max is its median.
+    assert graceful["outage_ms"]["max"] < 250
+    assert k["scenarios"]["follower_restart"]["outage_ms"]["max"] < 100
     assert k["api_requests_per_s"]["follower"] == 0  # followers watch, they do not poll
     assert 0 < k["api_requests_per_s"]["leader"] <= 4  # one renew per retry_period (500ms)
     assert k["idle_leader"]["rss_mib"] > 0 and k["start_to_vip_ms"] > 0
@@ -40,6 +42,6 @@ def test_bench_failover_smoke() -> None:
     # The baseline: the kubernetes package's polling elector on a Lease; its followers poll.
     p = doc["systems"]["polling-elector"]
     assert p["scenarios"]["graceful_stop"]["dual_holder_ms_total"] == 0
-    assert p["scenarios"]["graceful_stop"]["outage_ms"]["max"] < 5000
+    assert p["scenarios"]["graceful_stop"]["outage_ms"]["max"] < 1000  # median 163 ms
     assert p["api_requests_per_s"]["follower"] > 0
     assert 0 < p["single_node_start"]["to_vip_ms"] < 30_000

@@ -160,13 +160,14 @@ def test_the_package_under_systemd(setup: tuple[Lab, SystemdContainer, Node, str
         assert "reloaded /etc/kubevip.yaml" in c.journal(UNIT)
         assert c.prop(UNIT, "ActiveState") == "active"
 
-        # systemctl stop hands the VIP over within a second.
+        # systemctl stop hands the VIP over at once: systemctl's own start in the container and
+        # systemd's SIGTERM, then the bench's graceful hand-over (median about 40 ms).
         # (--no-block: systemctl itself also waits for ExecStopPost, which runs after it.)
         t0 = time.monotonic()
         c.systemctl("stop", "--no-block", UNIT)
-        assert lab.wait_for(lambda: lab.holders() in (["n1"], ["n2"]), 1.0), lab.holders()
+        assert lab.wait_for(lambda: lab.holders() in (["n1"], ["n2"]), 1.0, 0.002), lab.holders()
         handover = time.monotonic() - t0
-        assert handover < 1.0, handover
+        assert handover < 0.5, f"hand-over took {handover:.3f}s"
         assert_api_via_vip(lab, lab.node(lab.holders()[0]))
         assert lab.wait_for(lambda: c.prop(UNIT, "ActiveState") == "inactive", 10)
         assert c.prop(UNIT, "Result") == "success"

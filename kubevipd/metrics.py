@@ -18,6 +18,7 @@ def split_listen(listen: str) -> tuple[str, int]:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.serving = False
         r = self.registry
         self.leader = Gauge("kubevipd_leader", "1 while this node holds the lease", registry=r)
         self.vip_present = Gauge(
@@ -51,3 +52,4 @@ class Metrics:
             start_http_server(port, addr=host, registry=self.registry)
         except OSError as e:
             raise MetricsError(f"cannot serve metrics on {listen}: {e.strerror or e}") from None
+        self.serving = True

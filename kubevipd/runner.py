@@ -69,6 +69,7 @@ EXIT_CONFIG = 2
 
 
 INTERFACE_WAIT_S = 20.0  # within the unit's TimeoutStartSec=30s
+METRICS_RETRY_S = 5.0  # between two tries to listen on metrics.listen
 
 
 class InterfaceMissing(RunError):
@@ -186,6 +187,7 @@ class Runner:
         # Up to three at once: a release goes out beside a renewal hung on a dying apiserver.
         self.writer = ThreadPoolExecutor(max_workers=3, thread_name_prefix="lease-write")
         self.stopping = False
+        self._metrics_stop = threading.Event()  # set at shutdown: the metrics retry ends
         self.health_text = "disabled" if not cfg.health.enabled else "unknown"
         self._published: tuple[Any, ...] = ()
         self._published_at = 0.0
@@ -334,10 +336,7 @@ class Runner:
         for signum in early_signals or []:
             self.q.put(Stop(signal.Signals(signum).name))
         if self.cfg.metrics is not None:
-            try:
-                self.metrics.serve(self.cfg.metrics.listen)
-            except MetricsError as e:
-                raise RunError(str(e)) from None
+            self._serve_metrics(self.cfg.metrics.listen)
         fence = watchdog_fence_warning(
             self.notifier.watchdog_interval,
             self.machine.t.lease_duration,
@@ -383,6 +382,32 @@ class Runner:
             return EXIT_OK
         finally:
             self._shutdown()
+
+    def _serve_metrics(self, listen: str) -> None:
+        """Metrics are not worth a VIP: a port still taken (the old daemon's socket, another
+        exporter) or an address not up yet can heal, so the daemon runs and tries again every
+        few seconds instead of exiting."""
+        try:
+            self.metrics.serve(listen)
+            return
+        except MetricsError as e:
+            log.warning(
+                "%s; the VIP is served meanwhile, trying again every %gs", e, METRICS_RETRY_S
+            )
+
+        def retry() -> None:
+            while not self.stopping:
+                if self._metrics_stop.wait(METRICS_RETRY_S) or self.stopping:
+                    return
+                try:
+                    self.metrics.serve(listen)
+                except MetricsError as e:
+                    log.debug("%s", e)
+                    continue
+                log.info("serving metrics on %s", listen)
+                return
+
+        supervise("metrics", retry, lambda: self.stopping or self.metrics.serving)
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self.q.put(Stop(signal.Signals(signum).name))
@@ -611,6 +636,7 @@ class Runner:
 
     def _shutdown(self) -> None:
         self.stopping = True
+        self._metrics_stop.set()
         if self.link is not None:
             try:
                 self.link.remove()  # never leave a VIP behind, whatever happened

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kubevipd import runner
 from kubevipd import status as status_file
 from kubevipd.config import load_text
 from kubevipd.daemon import (
@@ -329,3 +333,27 @@ def test_no_default_route_at_start_is_waited_for_then_exit_1_not_2(
     with pytest.raises(InterfaceMissing, match="no default route"):
         Runner(cfg, str(tmp_path / "k.yaml"), tmp_path / "run", Parts(link=FakeLink))  # type: ignore[arg-type]
     assert run(str(tmp_path / "k.yaml"), cfg, tmp_path / "run") == 1
+
+
+def test_metrics_on_a_taken_port_are_tried_again_while_the_daemon_runs(
+    loop: Runner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A port still taken can heal: not exit status 2 (never restarted) but a warning, the VIP
+    served meanwhile, and metrics once the port is free."""
+    monkeypatch.setattr(runner, "METRICS_RETRY_S", 0.05)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    listen = f"127.0.0.1:{blocker.getsockname()[1]}"
+    try:
+        loop._serve_metrics(listen)  # returns: the loop goes on
+        assert not loop.metrics.serving
+        assert f"cannot serve metrics on {listen}" in caplog.text
+    finally:
+        blocker.close()
+    end = time.monotonic() + 5
+    while not loop.metrics.serving and time.monotonic() < end:
+        time.sleep(0.01)
+    with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as r:
+        assert b"kubevipd_vip_present" in r.read()
+    loop._metrics_stop.set()

@@ -70,7 +70,11 @@ def watchdog_fence_warning(
 
     A frozen daemon keeps its VIP until the watchdog kills it and the cleanup removes it; a
     follower may take the lease ``lease_duration`` after the last renewal it saw, which can be
-    a retry period before the freeze.
+    a retry period before the freeze. The warning is for that case, the one of a healthy leader.
+    A freeze at the end of a streak of failing renewals (up to ``renew_deadline`` after the last
+    one that landed) would need ``lease_duration - renew_deadline`` above the fence time, which
+    the shipped 5s/3s with WatchdogSec=2s do not give; warning for it would warn on the defaults,
+    so docs/systemd.md says it instead.
     """
     if watchdog_s is None:
         return None

@@ -435,8 +435,10 @@ class Runner:
         assert self.link is not None and self.announcer is not None
         if isinstance(a, Write):
             election = self.election
-            if election is None:
-                return True
+            if election is None:  # cannot happen (no news without a client), yet must answer
+                failed = WriteResult(ok=False, error="no Lease client yet", error_kind="other")
+                self.q.put(WriteDone(a.op, failed, time.monotonic()))
+                return False
             sent_at = time.monotonic()
             self.writer.submit(self._write, election, a, sent_at)
         elif isinstance(a, AddVip):

@@ -6,7 +6,8 @@ slow, cut (writes never arrive and time out, the watch stalls and relists when h
 lost after the write landed, conflicts whose read-back fails, watch events reordered by random
 delays. On top of that: a node's wall clock steps, a daemon crashes and restarts at once with
 its VIP still on the interface (its write in flight may still land), a reload changes the
-timings, health changes, netlink refusing to add or to remove the VIP once (a transient error).
+timings, health changes, carrier changes, a daemon stopped (SIGTERM) and started again, netlink
+refusing to add or to remove the VIP once (a transient error).
 After every event the invariant is checked: at no instant do two nodes hold the VIP.
 
 The model does with a machine's actions what kubevipd's runner does, nothing more: a Write goes
@@ -30,10 +31,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from kubevipd.daemon import (
     AddVip,
     HealthChanged,
+    LinkChanged,
     Machine,
     Observed,
     RemoveVip,
     Role,
+    Stop,
     Timings,
     VipAddFailed,
     VipStray,
@@ -117,6 +120,7 @@ class Node:
     stale: bool = False  # its watch missed events while cut: it relists when healed
     add_refusals: int = 0  # netlink refuses this many AddVip / RemoveVip from now on
     remove_refusals: int = 0
+    down: bool = False  # stopped (SIGTERM) and not started again yet
 
 
 MachineFactory = Callable[..., Machine]
@@ -170,6 +174,8 @@ class Cluster(RuleBasedStateMachine):
 
     def feed(self, i: int, event: object) -> None:
         n = self.nodes[i]
+        if n.down:
+            return  # stopped: no daemon to hear it
         out = n.machine.handle(event, self.now, self.wall(n))  # type: ignore[arg-type]
         for k, a in enumerate(out):
             if isinstance(a, Write):
@@ -191,6 +197,15 @@ class Cluster(RuleBasedStateMachine):
             elif isinstance(a, RemoveVip):
                 n.holds = False
             self.check()
+        if n.machine.role is Role.STOPPED and not n.down:
+            self.shut_down(i)
+
+    def shut_down(self, i: int) -> None:
+        """The runner's exit: the VIP is removed whatever happened; its writes still out may
+        land, their answers are never read."""
+        n = self.nodes[i]
+        n.holds, n.down = False, True
+        n.generation += 1
 
     def refused(self, i: int, news: object, rest: list[Any]) -> None:
         """What the runner does when netlink refuses an action: the machine hears of it next,
@@ -250,13 +265,23 @@ class Cluster(RuleBasedStateMachine):
             j, generation, news = data
             if generation == self.nodes[j].generation:
                 self.feed(j, news)
+        elif kind == "stop_timeout":
+            j, generation = data
+            if generation == self.nodes[j].generation:
+                self.shut_down(j)  # the hand-over did not finish in time (runner's stop_by)
+        elif kind == "start":
+            self.start_again(data)
         elif kind == "link":
             self.set_link(*data)
 
     def run_until(self, end: float) -> None:
         """Events and machine wake-ups in time order, as the main loops would see them."""
         for _ in range(MAX_EVENTS):
-            wakes = [(w, i) for i, n in enumerate(self.nodes) if (w := n.machine.next_wakeup())]
+            wakes = [
+                (w, i)
+                for i, n in enumerate(self.nodes)
+                if not n.down and (w := n.machine.next_wakeup())
+            ]
             t_wake = min((w for w, _ in wakes), default=float("inf"))
             t_event = self.queue[0][0] if self.queue else float("inf")
             if min(t_wake, t_event) > end:
@@ -314,6 +339,8 @@ class Cluster(RuleBasedStateMachine):
         is still on the interface; the write in flight may still land."""
         i = self.pick(i)
         n = self.nodes[i]
+        if n.down:
+            return
         n.generation += 1
         old = n.machine
         # What the runner reads back from the run directory (status.held_until).
@@ -322,6 +349,34 @@ class Cluster(RuleBasedStateMachine):
         n.stale = False
         self.feed(i, HealthChanged(True))
         self.watch_to(i, self.record)  # the new run lists the lease first
+
+    @rule(i=WHO, after=st.sampled_from([0.0, 0.5, 5.0]))
+    def a_daemon_is_stopped_then_started(self, i: int, after: float) -> None:
+        """SIGTERM: the machine hands over; the runner exits when it has stopped, or after its
+        stop timeout, removing the VIP; systemd starts it again ``after`` later."""
+        i = self.pick(i)
+        n = self.nodes[i]
+        if n.down:
+            return
+        self.at(self.now + n.machine.t.api_timeout * 2 + 1.0, "stop_timeout", (i, n.generation))
+        self.feed(i, Stop())
+        self.at(self.now + after, "start", i)
+
+    def start_again(self, i: int) -> None:
+        n = self.nodes[i]
+        if not n.down:
+            return
+        n.down, n.stale = False, False
+        n.generation += 1
+        n.machine = self.make(n.name, n.machine.t, n.holds, n.skew)
+        self.feed(i, HealthChanged(True))
+        self.watch_to(i, self.record)
+
+    @rule(i=WHO, up=st.booleans())
+    def the_carrier_changes(self, i: int, up: bool) -> None:
+        i = self.pick(i)
+        if not self.nodes[i].down:
+            self.feed(i, LinkChanged(up))
 
     @rule(i=WHO, t=timings())
     def a_reload_changes_the_timings(self, i: int, t: Timings) -> None:

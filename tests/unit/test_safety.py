@@ -102,8 +102,27 @@ BROKEN = [
 ]
 
 
+# The faults a broken machine does not need to show its flaw, left out of its search (a method
+# without @rule is no rule): every rule dilutes the others, and these would make the search for
+# the wall-clock flaw five times longer. The full set runs against the real machine above.
+NOT_NEEDED: dict[type[Machine], tuple[str, ...]] = {
+    m: ("a_daemon_is_stopped_then_started", "the_carrier_changes")
+    + (
+        ()
+        if m is IgnoresARefusedRemoval
+        else ("netlink_refuses_once", "the_leader_cannot_remove_its_vip_once_and_its_link_changes")
+    )
+    for m in BROKEN
+}
+
+
+def _not_a_rule(self: Cluster, *args: object, **kwargs: object) -> None:
+    raise AssertionError("left out of this search")
+
+
 @pytest.mark.parametrize("machine", BROKEN, ids=lambda m: m.__name__)
 def test_the_property_catches_a_machine_that_breaks_a_rule(machine: type[Machine]) -> None:
-    broken = type(f"With{machine.__name__}", (Cluster,), {"factory": machine})
+    left_out = dict.fromkeys(NOT_NEEDED[machine], _not_a_rule)
+    broken = type(f"With{machine.__name__}", (Cluster,), {"factory": machine, **left_out})
     with pytest.raises(AssertionError, match="two holders"):
         run_state_machine_as_test(broken, settings=FIND)

@@ -246,7 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(path, to_run=True)
     if loaded is None:
         return EXIT_CONFIG
-    from kubevipd.runner import run
+    from kubevipd.daemon import run
     from kubevipd.status import run_dir
 
     return run(path, loaded.config, run_dir(args.run_dir), early)
@@ -281,10 +281,14 @@ def cmd_copy_kubeconfig(args: argparse.Namespace) -> int:
     cfg = _helper_config(args)
     if cfg is None:
         return EXIT_CONFIG
-    from kubevipd import handoff
+    from kubevipd import kubeconfig_copy
 
-    dest = args.to or os.environ.get(handoff.KUBECONFIG_DIR_ENV) or str(handoff.DEFAULT_DIR)
-    return handoff.run(cfg, Path(dest))
+    dest = (
+        args.to
+        or os.environ.get(kubeconfig_copy.KUBECONFIG_DIR_ENV)
+        or str(kubeconfig_copy.DEFAULT_DIR)
+    )
+    return kubeconfig_copy.run(cfg, Path(dest))
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -1,694 +1,682 @@
-"""The state machine that owns the VIP.
+"""``kubevipd run``: wires the backends to the state machine and runs the one main loop.
 
-It is pure: events in (lease observed, write finished, health, link, VIP gone, stop, time), actions
-out (write the lease, add or remove the VIP, announce). It never blocks and never reads a clock of
-its own, so every decision is tested with a fake clock (tests/unit/test_machine.py); the runner
-(kubevipd/runner.py) does the I/O.
-
-Safety argument (never two holders): a leader counts its renew deadline from the moment it *sent*
-its last successful write; a follower counts the lease's expiry from the moment it *saw* that write
-on its own monotonic clock, which is later. renew_deadline < lease_duration, and the leader removes
-the VIP when its deadline passes, so it is gone before any follower may take the lease. Remote
-timestamps are never compared with the local clock, so skew between nodes cannot break this; the
-lease duration written is rounded *up* to whole seconds, so followers never wait less than the
-leader holds. Two more rules keep it across a restart and a reload: a VIP left by a crashed run
-stays only until that run's own deadline, measured on the monotonic clock (never this host's wall
-clock, which may have stepped); and shorter timings shorten the running deadline at once.
-tests/unit/test_safety.py checks the property on arbitrary interleavings (hypothesis).
+Threads only gather news (lease watch, netlink monitor, health checks, lease writes) and put it on
+one queue; the main loop feeds it to the Machine (kubevipd/machine.py) and carries out its actions.
+Nothing here decides anything, and the daemon never sees a backend's internals.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-import math
-from dataclasses import dataclass, field
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any, ClassVar
 
-from kubevipd.election.base import (
-    LeaderRecord,
-    Op,
-    WriteResult,
-    acquire_record,
-    release_record,
-    takeover_request,
+from kubevipd import status as status_file
+from kubevipd.announce.arp import ArpAnnouncer
+from kubevipd.config import ConfigError, load
+from kubevipd.config.model import Config, ElectionSpec, HealthSpec
+from kubevipd.election.base import WriteResult
+from kubevipd.election.lease import ElectionSetupError, LeaseElection
+from kubevipd.health import HealthChecker
+from kubevipd.machine import (
+    Action,
+    AddVip,
+    Announce,
+    Event,
+    HealthChanged,
+    LinkChanged,
+    Machine,
+    Observed,
+    RemoveVip,
+    Role,
+    Stop,
+    Timings,
+    VipAddFailed,
+    VipMissing,
+    VipStray,
+    Write,
+    WriteDone,
 )
-
-log = logging.getLogger("kubevipd.daemon")
-
-# Gratuitous ARP / unsolicited NA after a takeover: at once, then these offsets (seconds).
-ANNOUNCE_BURST = (0.0, 0.25, 0.5, 1.0)
-REPEAT_EVERY = 60.0  # seconds between two log lines of the same repeating failure
-ADD_RETRY_MAX = 60.0  # seconds: the longest a node that could not add the VIP stays out
-# A removal netlink refused is tried again at once (a transient error is gone by then), then
-# after these pauses, doubling, up to the retry period: there is no safe alternative to trying.
-REMOVE_RETRY_FIRST = 0.05
-
-
-class Role(enum.Enum):
-    STARTING = "starting"
-    FOLLOWER = "follower"
-    LEADER = "leader"
-    STEPPING_DOWN = "stepping-down"
-    STOPPED = "stopped"
-
-
-# ------------------------------------------------------------------ events
-
-
-@dataclass(frozen=True)
-class Observed:
-    """The lease as the watch (or a read) saw it; None: it does not exist."""
-
-    record: LeaderRecord | None
-
-
-@dataclass(frozen=True)
-class WriteDone:
-    op: Op
-    result: WriteResult
-    sent_at: float  # monotonic time the request was sent
-
-
-@dataclass(frozen=True)
-class HealthChanged:
-    healthy: bool
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class LinkChanged:
-    up: bool
-
-
-@dataclass(frozen=True)
-class VipMissing:
-    """The VIP vanished from the interface (deleted by hand, link flap) while we hold it."""
-
-
-@dataclass(frozen=True)
-class VipAddFailed:
-    """Netlink refused the VIP (the interface went away, IPv6 is off on it, ...)."""
-
-    error: str
-
-
-@dataclass(frozen=True)
-class VipStray:
-    """The VIP is on the interface although this node does not hold it: netlink refused to
-    remove it (``failed``), or netlink shows it there after all (added by hand, by another
-    tool). It must go: a follower takes the lease expecting it gone."""
-
-    reason: str
-    failed: bool = False
-
-
-@dataclass(frozen=True)
-class Stop:
-    reason: str = "SIGTERM"
-
-
-Event = (
-    Observed
-    | WriteDone
-    | HealthChanged
-    | LinkChanged
-    | VipMissing
-    | VipAddFailed
-    | VipStray
-    | Stop
+from kubevipd.metrics import Metrics, MetricsError
+from kubevipd.notify import Notifier, watchdog_fence_warning
+from kubevipd.resolve import (
+    RunError,
+    check_server_is_not_the_vip,
+    check_supported,
+    election_spec,
+    resolve_identity,
+    resolve_interface,
+    resolve_vips,
 )
+from kubevipd.supervise import supervise
+from kubevipd.vip.netlink import InterfaceError, Monitor, Vip, VipLink
+
+log = logging.getLogger("kubevipd")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
 
 
-# ------------------------------------------------------------------ actions
+INTERFACE_WAIT_S = 20.0  # within the unit's TimeoutStartSec=30s
+METRICS_RETRY_S = 5.0  # between two tries to listen on metrics.listen
+
+
+class InterfaceMissing(RunError):
+    """The interface is not there (yet): transient at start, so exit status 1, not 2."""
 
 
 @dataclass(frozen=True)
-class Write:
-    op: Op
-    record: LeaderRecord
-    timeout: float
-
-
-@dataclass(frozen=True)
-class AddVip:
+class Reload:
     pass
 
 
 @dataclass(frozen=True)
-class RemoveVip:
-    pass
+class FromLink:
+    """News from one interface's monitor; dropped once a reload has replaced that monitor."""
+
+    generation: int
+    event: Event
 
 
-@dataclass(frozen=True)
-class Announce:
-    pass
+Item = Event | Reload | FromLink
 
 
-Action = Write | AddVip | RemoveVip | Announce
+# ------------------------------------------------------------------ logging
 
 
-@dataclass(frozen=True)
-class Timings:
-    lease_duration: float
-    renew_deadline: float
-    retry_period: float
-    link_down_grace: float = 1.0
-    announce_refresh: float = 3.0
-    health_gate: bool = True
+class _JournalFormatter(logging.Formatter):
+    """``<N>message``: journald reads the syslog priority from the prefix."""
 
-    @property
-    def api_timeout(self) -> float:
-        """Every call ends well inside the renew deadline, leaving room for one retry."""
-        return max(0.2, min(self.retry_period, self.renew_deadline / 2))
+    PRIO: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Every line gets the prefix: journald splits on newlines, so a traceback's lines
+        would otherwise land at the default priority."""
+        prio = self.PRIO.get(record.levelno, 2 if record.levelno > logging.ERROR else 6)
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
 
 
-@dataclass
-class Machine:
-    identity: str
-    t: Timings
-    now: float  # monotonic time at construction
-    wall: float = 0.0  # wall-clock time of the last call, for timestamps written to the lease
-    vip_at_start: bool = False
-    # The deadline of the run that left the VIP (monotonic, this boot), from the run directory;
-    # None: unknown, so a VIP found at start cannot be proven live and goes at once.
-    inherited_deadline: float | None = None
-    # For log lines: "became leader of plndr-cp-lock, VIP 192.168.0.75 on eth0".
-    lease_name: str = "the lease"
-    vip_text: str = "the VIP"
-
-    role: Role = Role.STARTING
-    role_since: float = 0.0
-    transitions: int = 0
-    observed: LeaderRecord | None = None
-    seen: bool = False  # any observation yet
-    observed_at: float = 0.0
-    in_flight: Op | None = None
-    deadline: float = 0.0  # leader: the VIP must be gone by then unless renewed
-    next_renew: float = 0.0
-    next_attempt: float = 0.0  # follower: backoff after an error
-    last_renew_ok: float | None = None
-    last_error: str = ""
-    healthy: bool | None = None
-    link_up: bool = True
-    link_down_since: float | None = None
-    holds_vip: bool = False
-    degraded: bool = False  # leading although unhealthy, because no healthy node took over
-    stopping: bool = False
-    requested_takeover_of: str | None = None
-    announce_due: list[float] = field(default_factory=list)
-    step_down_reason: str = ""
-    # Writes still out whose answers no longer gate the next one: a release went out beside
-    # them, because a renewal hung on a dying apiserver must not delay a hand-over.
-    superseded: list[Op] = field(default_factory=list)
-    re_released: bool = False  # a release that met our own late renewal was sent again
-    # After the VIP could not be added: no campaign before then, so the lease goes to a node
-    # that can hold the VIP instead of coming back here at once.
-    cannot_hold_until: float = 0.0
-    add_failures: int = 0  # in a row; a renew after the VIP went up resets it
-    # A VIP on the interface that this node does not hold: when to remove it again (None: not
-    # pending), and how many removals failed in a row.
-    remove_due: float | None = None
-    remove_failures: int = 0
-    # The last repeating warning and when it was logged: a failure that repeats every retry
-    # period is logged once a minute, not every second.
-    _repeat: tuple[str, float] = ("", 0.0)
-    # The renew deadline when the acquire or renew in flight was sent (see _held_for).
-    _sent_renew_deadline: float = float("inf")
-
-    def __post_init__(self) -> None:
-        self.role_since = self.now
-        self.holds_vip = self.vip_at_start
-
-    # ---------------------------------------------------------------- input
-
-    def handle(self, event: Event | None, now: float, wall: float) -> list[Action]:
-        """Apply one event (None: only time passed) and return what to do, in order."""
-        self.now, self.wall = now, wall
-        out: list[Action] = []
-        if isinstance(event, Observed):
-            self._observe(event.record)
-        elif isinstance(event, WriteDone):
-            self._write_done(event, out)
-        elif isinstance(event, HealthChanged):
-            self._health(event)
-        elif isinstance(event, LinkChanged):
-            self._link(event.up)
-        elif isinstance(event, VipMissing):
-            if self.role is Role.LEADER and self.holds_vip:
-                log.warning("VIP disappeared from the interface while leader; restoring it")
-                out.append(AddVip())
-                self._start_announcing()
-        elif isinstance(event, VipAddFailed):
-            self._vip_add_failed(event.error, out)
-        elif isinstance(event, VipStray):
-            self._vip_stray(event)
-        elif isinstance(event, Stop):
-            if not self.stopping:
-                log.info("stopping (%s)", event.reason)
-            self.stopping = True
-        self._decide(out)
-        return out
-
-    def next_wakeup(self) -> float | None:
-        """The monotonic time of the next decision that depends on time alone."""
-        times: list[float] = []
-        if self.remove_due is not None:
-            times.append(self.remove_due)
-        if self.role is Role.LEADER:
-            times.append(self.deadline)
-            if self.in_flight is None:
-                times.append(self.next_renew)
-            if self.link_down_since is not None:
-                times.append(self.link_down_since + self.t.link_down_grace)
-            if self.announce_due:
-                times.append(self.announce_due[0])
-        elif self.role is Role.STARTING and self.holds_vip:
-            times.append(self._inherited_until())
-        elif self.role is Role.FOLLOWER and self.in_flight is None:
-            at = self._campaign_at()
-            if at is not None:
-                times.append(max(at, self.next_attempt))
-            if self.next_attempt > self.now:
-                times.append(self.next_attempt)  # e.g. a takeover request to send again
-        return min(times) if times else None
-
-    def set_timings(self, t: Timings) -> None:
-        """A reload: the new timings apply at once. A shorter renew deadline also shortens the
-        running one (counted from the last renewal sent), or the leader would keep the VIP past
-        what followers, told the new lease duration at the next renewal, wait for."""
-        self.t = t
-        if self.role is Role.LEADER:
-            # A leader carrying on from an earlier run has no renewal of its own yet: count
-            # from now, which is never later than the renewal the old run made.
-            since = self.last_renew_ok if self.last_renew_ok is not None else self.now
-            self.deadline = min(self.deadline, since + t.renew_deadline)
-            self.next_renew = min(self.next_renew, since + t.retry_period)
-
-    def restart_announcing(self) -> None:
-        """The VIP moved (reload): announce it as after a takeover."""
-        if self.role is Role.LEADER:
-            self._start_announcing()
-
-    # ---------------------------------------------------------------- rules
-
-    def _observe(self, record: LeaderRecord | None) -> None:
-        old = self.observed
-        if old is not None and record is not None and _older(record.version, old.version):
-            return  # a late watch event: never go back to an older version
-        changed = not self.seen or (
-            (old is None) != (record is None)
-            or (old is not None and record is not None and old.content() != record.content())
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", "%H:%M:%S")
         )
-        if changed:
-            self.observed_at = self.now
-            holder = record.holder if record else ""
-            new_holder = holder and holder != (old.holder if old else "")
-            if self.role is not Role.LEADER and new_holder and holder != self.identity:
-                log.info("observed leader %s", holder)
-        self.observed = record
-        self.seen = True
-        if record is None or not record.degraded:
-            self.requested_takeover_of = None
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("urllib3", "kubernetes", "scapy"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    def _health(self, ev: HealthChanged) -> None:
-        if ev.healthy == self.healthy:
-            return
-        self.healthy = ev.healthy
-        if ev.healthy:
-            log.info("local apiserver is healthy%s", f" ({ev.detail})" if ev.detail else "")
-        else:
-            log.warning("local apiserver is unhealthy: %s", ev.detail or "check failed")
 
-    def _link(self, up: bool) -> None:
-        if up == self.link_up:
-            return
-        self.link_up = up
-        if up:
-            self.link_down_since = None
-            log.info("interface carrier is back")
-            if self.role is Role.LEADER:
-                self._start_announcing()
-        else:
-            self.link_down_since = self.now
-            log.warning("interface lost carrier")
+# ------------------------------------------------------------------ resolution
 
-    def _vip_add_failed(self, error: str, out: list[Action]) -> None:
-        """A leader that cannot hold the VIP hands the lease to one that can, and waits before
-        it campaigns again: a lease duration, doubling while it keeps failing, up to a minute."""
-        wait = min(self.t.lease_duration * 2**self.add_failures, ADD_RETRY_MAX)
-        self.add_failures += 1
-        self.cannot_hold_until = self.now + wait
-        if self.role is Role.LEADER:
-            self._step_down(out, f"cannot add the VIP ({error}); not campaigning for {wait:g}s")
 
-    def _vip_stray(self, ev: VipStray) -> None:
-        if self.holds_vip:
-            return  # ours after all (e.g. a VIP a crashed run left, while start-up decides)
-        if ev.failed:
-            self.remove_failures += 1
-            n = self.remove_failures
-            pause = 0.0 if n == 1 else min(REMOVE_RETRY_FIRST * 2 ** (n - 2), self.t.retry_period)
-            self._warn_repeating(
-                f"the VIP is still on the interface although this node does not hold the "
-                f"lease ({ev.reason}); trying again"
-            )
-        else:
-            pause = 0.0
-            self._warn_repeating(
-                f"the VIP is on the interface although this node does not hold the lease "
-                f"({ev.reason}); removing it"
-            )
-        due = self.now + pause
-        self.remove_due = due if self.remove_due is None else min(self.remove_due, due)
+def timings(cfg: Config) -> Timings:
+    e = cfg.election
+    return Timings(
+        lease_duration=e.lease_duration.seconds,
+        renew_deadline=e.renew_deadline.seconds,
+        retry_period=e.retry_period.seconds,
+        link_down_grace=cfg.health.link_down_grace.seconds,
+        announce_refresh=cfg.announce.arp.refresh.seconds if cfg.announce.arp else 3.0,
+        health_gate=cfg.health.enabled,
+    )
 
-    def _remove_stray(self, out: list[Action]) -> None:
-        if self.remove_due is None:
-            return
-        if self.holds_vip:
-            self.remove_due = None  # leading again: the VIP is meant to be there
-        elif self.now >= self.remove_due:
-            self.remove_due = None
-            out.append(RemoveVip())
 
-    def _gate_open(self) -> bool:
-        return not self.t.health_gate or self.healthy is True
+# ------------------------------------------------------------------ the main loop
 
-    def _write_done(self, ev: WriteDone, out: list[Action]) -> None:
-        r = ev.result
-        if ev.op in self.superseded:
-            # The write a release overtook: only what it tells of the lease still counts.
-            self.superseded.remove(ev.op)
-            if r.record is not None:
-                self._observe(r.record)
-            return
-        self.in_flight = None
-        if r.record is not None or r.missing:
-            self._observe(r.record)
-        if not r.ok and not r.conflict and not r.missing:
-            self.last_error = r.error
-        if ev.op == "acquire":
-            if r.ok and r.record is not None:
-                if self.stopping:
-                    self._send(out, "release", release_record(r.record, self.wall))
-                    self._become(Role.STEPPING_DOWN, "acquired the lease while stopping")
-                    return
-                if self.now >= ev.sent_at + self._held_for():
-                    # The answer came after the deadline it would have started: followers may
-                    # have taken the lease meanwhile. Never add the VIP for it; give it back.
-                    self._warn_repeating(
-                        f"acquired the lease, but the answer took {self.now - ev.sent_at:.1f}s, "
-                        "past the renew deadline: releasing it"
-                    )
-                    self.next_attempt = self.now + self.t.lease_duration
-                    self._send(out, "release", release_record(r.record, self.wall))
-                    return
-                self.deadline = ev.sent_at + self._held_for()
-                self.next_renew = ev.sent_at + self.t.retry_period
-                self.last_renew_ok = ev.sent_at
-                self.degraded = r.record.degraded
-                if not self.holds_vip:
-                    out.append(AddVip())
-                    self.holds_vip = True
-                self._start_announcing()
-                self._become(Role.LEADER, "acquired the lease")
-            elif not r.conflict:
-                self._warn_repeating(f"could not acquire the lease: {r.error}; retrying")
-                self.next_attempt = self.now + self.t.retry_period
-            elif r.record is None:
-                # A lost race whose read-back failed too: the apiserver is struggling, and the
-                # lease as we know it is stale. Wait a retry period instead of trying again now.
-                self._warn_repeating(f"lost a race for the lease and cannot read it: {r.error}")
-                self.next_attempt = self.now + self.t.retry_period
-        elif ev.op == "renew":
-            if self.role is not Role.LEADER:
-                pass  # a late answer
-            elif r.ok and r.record is not None:
-                self.deadline = ev.sent_at + self._held_for()
-                self.next_renew = ev.sent_at + self.t.retry_period
-                self.last_renew_ok = ev.sent_at
-                self.degraded = r.record.degraded
-                self.add_failures = 0
-            elif r.conflict and r.record is not None and r.record.holder == self.identity:
-                self.next_renew = self.now  # someone touched the lease; renew on the new version
-            elif r.conflict or r.missing:
-                holder = r.record.holder if r.record else "nobody"
-                self._lose(out, f"the lease was taken over by {holder or 'nobody'}")
-            else:
-                self.next_renew = self.now + self.t.retry_period / 2
-                log.warning("renew failed: %s", r.error)
-        elif ev.op == "release":
-            mine = r.conflict and r.record is not None and r.record.holder == self.identity
-            if mine and r.record is not None and not self.re_released:
-                # A renewal we had sent landed after the release: release that version too.
-                self.re_released = True
-                self._send(out, "release", release_record(r.record, self.wall))
+
+@dataclass(frozen=True)
+class Parts:
+    """What the loop builds to reach the world, each by an explicit factory: the real ones by
+    default, fakes in tests/unit/test_loop.py (no namespaces, no apiserver)."""
+
+    link: Callable[[str, list[Vip]], VipLink] = VipLink
+    announcer: Callable[[str, str, list[Vip]], ArpAnnouncer] = ArpAnnouncer
+    monitor: Callable[..., Monitor] = Monitor
+    election: Callable[[ElectionSpec, str], LeaseElection] = LeaseElection
+    health: Callable[[HealthSpec, str | None, Callable[[bool, str], None]], HealthChecker] = (
+        HealthChecker
+    )
+
+
+class Daemon:
+    def __init__(
+        self, cfg: Config, config_path: str, run_dir: Path, parts: Parts | None = None
+    ) -> None:
+        check_supported(cfg)
+        self.parts = parts or Parts()
+        self.cfg = cfg
+        self.config_path = config_path
+        self.run_dir = run_dir
+        self.q: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.identity = resolve_identity(cfg)
+        self.vips = resolve_vips(cfg)
+        check_server_is_not_the_vip(cfg, self.vips)
+        self.ifname = cfg.interface or ""  # resolved in _wait_for_interface
+        self.notifier = Notifier()
+        self.metrics = Metrics()
+        self.link: VipLink | None = None
+        self.announcer: ArpAnnouncer | None = None
+        self.monitor: Monitor | None = None
+        self.election: LeaseElection | None = None
+        self.health: HealthChecker | None = None
+        self.watch_thread: threading.Thread | None = None
+        # Up to three at once: a release goes out beside a renewal hung on a dying apiserver.
+        self.writer = ThreadPoolExecutor(max_workers=3, thread_name_prefix="lease-write")
+        self.stopping = False
+        self._metrics_stop = threading.Event()  # set at shutdown: the metrics retry ends
+        self.health_text = "disabled" if not cfg.health.enabled else "unknown"
+        self._published: tuple[Any, ...] = ()
+        self._published_at = 0.0
+        self._counted_transitions = 0
+        self._waiting_for_kubeconfig = False
+        self._kubeconfig_error = ""
+        self._waiting_for_interface = False
+        self.link_generation = 0
+        self._wait_for_interface()
+        now = time.monotonic()
+        self.machine = Machine(
+            identity=self.identity,
+            t=timings(cfg),
+            now=now,
+            wall=time.time(),
+            vip_at_start=bool(self.link and self.link.present()),
+            inherited_deadline=status_file.held_until(run_dir),
+            lease_name=cfg.election.lease_name,
+            vip_text=self._vip_text(),
+        )
+        assert self.link is not None
+        self.machine.link_up = self.link.carrier()
+
+    # setup ------------------------------------------------------------------
+
+    def _vip_text(self) -> str:
+        return f"VIP {', '.join(str(v) for v in self.vips)} on {self.ifname}"
+
+    def _wait_for_interface(self) -> None:
+        """At boot the interface may come up after us (a bond, a VLAN, a late driver): wait for
+        it, within systemd's start timeout, then exit 1 so that systemd tries again. A missing
+        interface can heal by itself, so it is never exit status 2."""
+        wait = float(os.environ.get("KUBEVIPD_INTERFACE_WAIT", INTERFACE_WAIT_S))  # tests: 0.5
+        end = time.monotonic() + wait
+        while True:
+            try:
+                try:
+                    # No interface set: the default route's, which may come up after us too.
+                    self.ifname = resolve_interface(self.cfg)
+                except RunError as e:
+                    raise InterfaceMissing(str(e)) from None
+                self._attach_link()
                 return
-            if not r.ok:
-                log.warning(
-                    "could not release the lease (%s); followers wait for it to expire", r.error
+            except InterfaceMissing as e:
+                if time.monotonic() >= end:
+                    raise
+                if not self._waiting_for_interface:
+                    log.warning("%s; waiting up to %gs for it", e, wait)
+                    self._waiting_for_interface = True
+                time.sleep(0.5)
+
+    def _attach_link(self) -> None:
+        try:
+            self.link = self.parts.link(self.ifname, self.vips)
+        except InterfaceError as e:
+            raise InterfaceMissing(str(e)) from None
+        self.announcer = self.parts.announcer(self.ifname, self.link.mac(), self.vips)
+        self.link_generation += 1
+        gen = self.link_generation
+        self.monitor = self.parts.monitor(
+            self.link.index,
+            self.vips,
+            on_link=lambda up: self.q.put(FromLink(gen, LinkChanged(up))),
+            on_vip_gone=lambda: self.q.put(FromLink(gen, VipMissing())),
+        )
+        self.monitor.start()
+
+    def _detach_link(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.announcer is not None:
+            self.announcer.close()
+        if self.link is not None:
+            self.link.close()
+        self.monitor = self.announcer = self.link = None
+
+    def _connect_election(self) -> None:
+        """Create the Lease client once the kubeconfig exists (kubeadm init writes it)."""
+        spec = election_spec(self.cfg)
+        if not spec.kubeconfig.exists():
+            if not self._waiting_for_kubeconfig:
+                wanted = self.cfg.election.kubeconfig
+                copy = (
+                    f"; kubevipd-kubeconfig.service copies it to {spec.kubeconfig}"
+                    if spec.kubeconfig != wanted
+                    else ""
                 )
-            self._become(Role.STOPPED if self.stopping else Role.FOLLOWER, self.step_down_reason)
-        elif ev.op == "request" and not r.ok:
-            # Lost a race (the leader renewed meanwhile) or failed: ask again after a retry
-            # period, unless the fresh lease shows the request is there already.
-            self.requested_takeover_of = None
-            self.next_attempt = self.now + self.t.retry_period
-
-    def _decide(self, out: list[Action]) -> None:
-        self._remove_stray(out)
-        if self.role is Role.STARTING:
-            if self.seen:
-                self._settle_startup(out)
-            elif self.holds_vip and self.now >= self._inherited_until():
                 log.warning(
-                    "removing a VIP left behind by an earlier run: %s",
-                    "the lease cannot be read to prove this node still holds it"
-                    if self.inherited_deadline is not None
-                    else "no deadline of that run is known on this boot",
+                    "waiting for kubeconfig %s to exist (kubeadm init writes it%s)", wanted, copy
                 )
-                out.append(RemoveVip())
-                self.holds_vip = False
-        if self.role is Role.LEADER:
-            self._lead(out)
-        elif self.role in (Role.FOLLOWER, Role.STARTING):
-            self._follow(out)
+                self._waiting_for_kubeconfig = True
+            return
+        try:
+            self.election = self.parts.election(spec, self.identity)
+        except ElectionSetupError as e:
+            # Caught mid-write, or not usable yet (kubeadm rewrites it): wait, as for a missing
+            # one; the loop tries again every second. Logged once per distinct reason.
+            if str(e) != self._kubeconfig_error:
+                log.warning("%s; waiting for it to become usable", e)
+                self._kubeconfig_error = str(e)
+            return
+        self._kubeconfig_error = ""
+        log.info(
+            "kubevipd on node %s: %s, lease %s (%s/%s/%s)",
+            self.identity,
+            self._vip_text(),
+            self.election.describe(),
+            spec.lease_duration,
+            spec.renew_deadline,
+            spec.retry_period,
+        )
+        election = self.election
 
-    def _inherited_until(self) -> float:
-        """Until when a VIP found at start may stay while the lease is not read yet: the old
-        run's own deadline, and never longer than it takes to read the lease."""
-        if self.inherited_deadline is None:
-            return self.now
-        return min(self.inherited_deadline, self.role_since + self.t.api_timeout)
+        def stopped() -> bool:
+            return self.stopping
 
-    def _inherited_deadline_for(self, r: LeaderRecord | None) -> float | None:
-        """The deadline a restarted leader carries on with, or None: the lease must name this
-        node, and the old run's deadline (monotonic) must not have passed."""
-        until = self.inherited_deadline
-        if r is None or r.holder != self.identity or until is None or self.now >= until:
-            return None
-        return min(until, self.now + self.t.renew_deadline)
+        def watch() -> None:
+            election.watch(lambda r: self.q.put(Observed(r)), stopped)
 
-    def _settle_startup(self, out: list[Action]) -> None:
-        """A VIP left by a crashed run stays only if this node still holds the lease, and only
-        until that run's own deadline (monotonic: the lease's renewTime is this host's wall clock,
-        which may have stepped since), and never longer than renew_deadline from now."""
-        if self.holds_vip:
-            until = self._inherited_deadline_for(self.observed)
-            if until is not None and not self.stopping:
-                self.deadline = until
-                self.next_renew = self.now
-                self._start_announcing()
-                self._become(Role.LEADER, "this node still holds the lease from an earlier run")
+        self.watch_thread = supervise("lease-watch", watch, stopped)
+        # The other apiservers, where a release goes when ours is down (election/peers.py).
+        supervise("apiservers", lambda: election.run_peer_refresh(stopped), stopped)
+        self._start_health()
+
+    def _start_health(self) -> None:
+        if self.health is not None:
+            self.health.stop()
+            self.health = None
+        if not self.cfg.health.enabled:
+            self.health_text = "disabled"
+            return
+        ca = self.election.ca_file if self.election else None
+        self.health = self.parts.health(self.cfg.health, ca, self._on_health)
+        self.health.start()
+
+    def _on_health(self, healthy: bool, reason: str) -> None:
+        self.health_text = f"{'healthy' if healthy else 'unhealthy'} ({reason})"
+        self.q.put(HealthChanged(healthy, reason))
+
+    # the loop ---------------------------------------------------------------
+
+    def run(self, early_signals: list[int] | None = None) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, lambda *_: self.q.put(Reload()))
+        for signum in early_signals or []:
+            self.q.put(Stop(signal.Signals(signum).name))
+        if self.cfg.metrics is not None:
+            self._serve_metrics(self.cfg.metrics.listen)
+        fence = watchdog_fence_warning(
+            self.notifier.watchdog_interval,
+            self.machine.t.lease_duration,
+            self.machine.t.retry_period,
+        )
+        if fence:
+            log.warning("%s", fence)
+        self._connect_election()
+        self.notifier.ready(self._status_line())
+        stop_by: float | None = None
+        try:
+            self._step(None)
+            while self.machine.role is not Role.STOPPED:
+                now = time.monotonic()
+                if self.election is None and not self.stopping:
+                    self._connect_election()
+                wake = self.machine.next_wakeup()
+                timeout = self.notifier.max_sleep()  # at most 1s: also retries the kubeconfig
+                if wake is not None:
+                    timeout = min(timeout, max(0.0, wake - now))
+                if stop_by is not None:
+                    timeout = min(timeout, max(0.0, stop_by - now))
+                try:
+                    item: Item | None = self.q.get(timeout=timeout)
+                except queue.Empty:
+                    item = None
+                if isinstance(item, Reload):
+                    self._reload()
+                    continue
+                if isinstance(item, FromLink):
+                    if item.generation != self.link_generation:
+                        continue  # about the interface or VIP a reload replaced
+                    item = item.event
+                if isinstance(item, Stop) and stop_by is None:
+                    self.stopping = True
+                    self.notifier.stopping("stopping: handing the VIP over")
+                    stop_by = time.monotonic() + self.machine.t.api_timeout * 2 + 1.0
+                self._step(item)
+                self.notifier.watchdog(time.monotonic())
+                if stop_by is not None and time.monotonic() >= stop_by:
+                    log.warning("hand-over did not finish in time; removing the VIP and exiting")
+                    break
+            return EXIT_OK
+        finally:
+            self._shutdown()
+
+    def _serve_metrics(self, listen: str) -> None:
+        """Metrics are not worth a VIP: a port still taken (the old daemon's socket, another
+        exporter) or an address not up yet can heal, so the daemon runs and tries again every
+        few seconds instead of exiting."""
+        try:
+            self.metrics.serve(listen)
+            return
+        except MetricsError as e:
+            log.warning(
+                "%s; the VIP is served meanwhile, trying again every %gs", e, METRICS_RETRY_S
+            )
+
+        def retry() -> None:
+            while not self.stopping:
+                if self._metrics_stop.wait(METRICS_RETRY_S) or self.stopping:
+                    return
+                try:
+                    self.metrics.serve(listen)
+                except MetricsError as e:
+                    log.debug("%s", e)
+                    continue
+                log.info("serving metrics on %s", listen)
                 return
+
+        supervise("metrics", retry, lambda: self.stopping or self.metrics.serving)
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.q.put(Stop(signal.Signals(signum).name))
+
+    def _step(self, item: Event | None) -> None:
+        actions = self.machine.handle(item, time.monotonic(), time.time())
+        for i, a in enumerate(actions):
+            if not self._do(a):
+                self._drop(actions[i + 1 :], f"{type(a).__name__} failed")
+                break
+        self._publish()
+
+    def _drop(self, rest: list[Action], why: str) -> None:
+        """The rest of a batch after a failed action is not carried out: no announcement of a
+        VIP netlink refused, no release while a VIP we could not remove may still be up. The
+        machine still hears of every write it expects an answer to."""
+        for a in rest:
+            log.debug("not done, %s: %s", why, type(a).__name__)
+            if isinstance(a, Write):
+                failed = WriteResult(ok=False, error=f"not sent: {why}", error_kind="other")
+                self.q.put(WriteDone(a.op, failed, time.monotonic()))
+
+    def _do(self, a: Action) -> bool:
+        """Carry out one action; False when it failed (the rest of the batch is dropped)."""
+        assert self.link is not None and self.announcer is not None
+        if isinstance(a, Write):
+            election = self.election
+            if election is None:  # cannot happen (no news without a client), yet must answer
+                failed = WriteResult(ok=False, error="no Lease client yet", error_kind="other")
+                self.q.put(WriteDone(a.op, failed, time.monotonic()))
+                return False
+            sent_at = time.monotonic()
+            self.writer.submit(self._write, election, a, sent_at)
+        elif isinstance(a, AddVip):
+            try:
+                self.link.add()
+            except InterfaceError as e:
+                self._vip_add_failed(e)
+                return False
+        elif isinstance(a, RemoveVip):
+            try:
+                self.link.remove()
+            except InterfaceError as e:
+                log.error("%s", e)
+                self.q.put(VipStray(f"could not remove it: {e}", failed=True))
+                return False
+        elif isinstance(a, Announce):
+            # A backstop for a netlink monitor that went deaf: announce only what is held.
+            if not self._vip_on_interface():
+                log.warning("the VIP is not on %s at announcement time; restoring it", self.ifname)
+                self.q.put(FromLink(self.link_generation, VipMissing()))
+                return False
+            self.metrics.announcements.inc(self.announcer.announce())
+        return True
+
+    def _vip_add_failed(self, e: InterfaceError) -> None:
+        """Netlink refused the VIP: the machine hands the lease over (VipAddFailed)."""
+        log.error("%s", e)
+        self.metrics.vip_add_failures.inc()
+        self.q.put(VipAddFailed(str(e)))
+
+    def _write(self, election: LeaseElection, a: Write, sent_at: float) -> None:
+        try:
+            result = election.write(a.op, a.record, a.timeout)
+        except Exception as e:  # a write must always report back
+            log.debug("lease write raised", exc_info=True)
+            result = WriteResult(ok=False, error=str(e) or type(e).__name__, error_kind="other")
+        self.metrics.renew_latency.labels(a.op).observe(time.monotonic() - sent_at)
+        if result.error_kind is not None:
+            self.metrics.api_errors.labels(result.error_kind).inc()
+        self.q.put(WriteDone(a.op, result, sent_at))
+
+    # reporting --------------------------------------------------------------
+
+    def _status_line(self) -> str:
+        m = self.machine
+        holder = m.observed.holder if m.observed else ""
+        if m.role is Role.LEADER:
+            return f"leader of {self.cfg.election.lease_name}, {self._vip_text()}"
+        if m.role is Role.FOLLOWER:
+            return f"follower; leader is {holder or 'nobody'}"
+        if self.election is None:
+            return f"starting: waiting for {self.cfg.election.kubeconfig}"
+        return str(m.role.value)
+
+    def _publish(self) -> None:
+        m = self.machine
+        holder = m.observed.holder if m.observed else ""
+        # The deadline is in the key: a restart after a crash may keep the VIP only until the
+        # deadline written here (status.held_until), so it must never lag behind a renewal
+        # that shortened it; a renewal that lengthened it may lag (that is only conservative).
+        key = (m.role, holder, m.holds_vip, m.transitions, m.deadline)
+        now = time.monotonic()
+        if key == self._published and now - self._published_at < 1.0:
+            return
+        if key[:3] != self._published[:3]:
+            self.notifier.status(self._status_line())
+        if m.transitions > self._counted_transitions:
+            self.metrics.transitions.labels(m.role.value).inc(
+                m.transitions - self._counted_transitions
+            )
+            self._counted_transitions = m.transitions
+        self._published, self._published_at = key, now
+        self.metrics.leader.set(1 if m.role is Role.LEADER else 0)
+        on_interface = self._vips_on_interface()
+        present = on_interface == len(self.vips)
+        self.metrics.vip_present.set(1 if present else 0)
+        if on_interface and not m.holds_vip:
+            # A backstop: a follower must not keep a VIP, whoever put it there.
+            self.q.put(VipStray(f"netlink shows {on_interface} of its addresses on {self.ifname}"))
+        wall_now = time.time()
+        state = {
+            "pid": os.getpid(),
+            "node": self.identity,
+            "role": m.role.value,
+            "holder": holder,
+            "vip": [str(v) for v in self.vips],
+            "interface": self.ifname,
+            "vip_present": present,  # what netlink shows, not what the machine believes
+            "lease": f"{self.cfg.election.namespace}/{self.cfg.election.lease_name}",
+            "role_since": wall_now - (now - m.role_since),
+            "last_renew": wall_now - (now - m.last_renew_ok) if m.last_renew_ok else None,
+            "transitions": m.transitions,
+            "health": self.health_text,
+            "last_error": m.last_error,
+            "updated": wall_now,
+            **status_file.deadline_fields(
+                m.deadline if m.role is Role.LEADER and m.holds_vip else None
+            ),
+        }
+        try:
+            status_file.write(self.run_dir, state)
+        except OSError as e:
+            log.debug("cannot write status to %s: %s", self.run_dir, e)
+
+    def _vip_on_interface(self) -> bool:
+        """Every VIP address is on the interface now, as netlink says."""
+        return self._vips_on_interface() == len(self.vips)
+
+    def _vips_on_interface(self) -> int:
+        """How many of the VIP's addresses are on the interface now, as netlink says."""
+        if self.link is None:
+            return 0
+        try:
+            return len(self.link.present())
+        except (InterfaceError, OSError) as e:
+            log.debug("cannot read the addresses of %s: %s", self.ifname, e)
+            return 0
+
+    # reload -----------------------------------------------------------------
+
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        log.info("reloading %s", self.config_path)
+        try:
+            new = load(self.config_path).config
+        except ConfigError as e:
+            for d in e.diagnostics:
+                log.error("%s", d)
+            log.error("the new config is invalid; keeping the running one")
+            self.notifier.ready(self._status_line())
+            return
+        old = self.cfg
+        # The timings apply from the next decision (the leader's from its next renewal, which
+        # also writes the new lease duration for the followers); who we are and which Lease we
+        # use through which kubeconfig need a new connection: that is a restart (a hand-over).
+        kept = replace(
+            old.election,
+            lease_duration=new.election.lease_duration,
+            renew_deadline=new.election.renew_deadline,
+            retry_period=new.election.retry_period,
+        )
+        if new.election != kept or new.node_name != old.node_name:
             log.warning(
-                "removing a VIP left behind by an earlier run (this node does not hold the lease)"
+                "node_name or the election's lease, namespace, kubeconfig or server changed: "
+                "they take effect after a restart (systemctl restart kubevipd hands over)"
             )
-            out.append(RemoveVip())
-            self.holds_vip = False
-        if self.stopping:
-            self._become(Role.STOPPED, "stopped before the election started")
-        else:
-            self._become(Role.FOLLOWER, "watching the lease")
-
-    def _lead(self, out: list[Action]) -> None:
-        if self.now >= self.deadline:
-            self._lose(
-                out,
-                f"could not renew the lease within {self.t.renew_deadline:g}s "
-                f"({self.last_error or 'no answer'})",
-            )
-            self._release_after_loss(out)
+            new = replace(new, election=kept, node_name=old.node_name)
+        try:
+            check_supported(new)
+            new_vips = resolve_vips(new)
+            new_ifname = resolve_interface(new)  # e.g. no default route just now
+        except RunError as e:
+            log.error("%s; keeping the running config", e)
+            self.notifier.ready(self._status_line())
             return
-        r = self.observed
-        if r is None:
-            self._lose(out, "the lease was deleted")
-            return
-        if r.holder != self.identity:
-            self._lose(out, f"the lease now names {r.holder or 'no holder'}")
-            return
-        reason = ""
-        if self.stopping:
-            reason = "shutting down"
-        elif (
-            self.link_down_since is not None
-            and self.now >= self.link_down_since + self.t.link_down_grace
-        ):
-            reason = f"the interface has had no carrier for {self.t.link_down_grace:g}s"
-        elif self.t.health_gate and self.healthy is False and not self.degraded:
-            reason = "the local apiserver is unhealthy"
-        elif self.degraded and r.takeover_requested_by:
-            reason = f"healthy node {r.takeover_requested_by} asked to take over"
-        if reason:
-            self._step_down(out, reason)
-            return
-        while self.announce_due and self.announce_due[0] <= self.now:
-            self.announce_due.pop(0)
-            if not self.announce_due:
-                self.announce_due.append(self.now + self.t.announce_refresh)
-            out.append(Announce())
-        if self.in_flight is None and self.now >= self.next_renew:
-            degraded = self.degraded and not self._gate_open()
-            rec = acquire_record(r, self.identity, self._duration_s(), self.wall, degraded)
-            self._send(out, "renew", rec)
+        if new_vips != self.vips or new_ifname != self.ifname:
+            self._move_vip(new_vips, new_ifname)
+        self.cfg = new
+        self.machine.set_timings(timings(new))
+        if new.health != old.health:
+            self._start_health()
+        logging.getLogger().setLevel(new.log_level.upper())
+        if new.metrics != old.metrics:
+            log.warning("metrics.listen changed: it takes effect after a restart")
+        log.info("reloaded %s", self.config_path)
+        self.notifier.ready(self._status_line())
+        self._publish()
 
-    def _follow(self, out: list[Action]) -> None:
-        if self.stopping:
-            if self.in_flight is None:
-                self._become(Role.STOPPED, "stopped")
-            return
-        if self.in_flight is not None or self.role is Role.STARTING:
-            return
-        r = self.observed
-        if (
-            r is not None
-            and r.holder not in ("", self.identity)
-            and r.degraded
-            and self._gate_open()
-            and self.link_up
-            and self.requested_takeover_of != r.holder
-            and not r.takeover_requested_by
-            and self.now >= self.next_attempt
-        ):
-            log.info(
-                "leader %s is degraded and this node is healthy: asking it to hand over", r.holder
-            )
-            self.requested_takeover_of = r.holder
-            self._send(out, "request", takeover_request(r, self.identity))
-            return
-        at = self._campaign_at()
-        if at is None or self.now < max(at, self.next_attempt):
-            return
-        degraded = not self._gate_open()
-        if degraded:
-            log.warning(
-                "no healthy node took the lease; campaigning although the local apiserver "
-                "is not healthy"
-            )
-        rec = acquire_record(r, self.identity, self._duration_s(), self.wall, degraded)
-        self._send(out, "acquire", rec)
+    def _move_vip(self, vips: list[Vip], ifname: str) -> None:
+        """Swap the VIP in place: only the leader holds one, so there is never a second holder."""
+        holding = self.machine.holds_vip
+        old_text = self._vip_text()
+        if holding and self.link is not None:
+            self.link.remove()
+        self._detach_link()
+        old = (self.vips, self.ifname)
+        self.vips, self.ifname = vips, ifname
+        try:
+            self._attach_link()
+        except RunError as e:
+            log.error("%s; keeping %s", e, old_text)
+            self.vips, self.ifname = old
+            self._attach_link()
+        assert self.link is not None
+        self.machine.vip_text = self._vip_text()
+        self.machine.link_up = self.link.carrier()
+        log.info("VIP changed from %s to %s", old_text, self._vip_text())
+        if holding:
+            try:
+                self.link.add()
+            except InterfaceError as e:
+                self._vip_add_failed(e)
+                return
+            self.machine.restart_announcing()
 
-    def _campaign_at(self) -> float | None:
-        """When this follower may try to take the lease, or None (not eligible)."""
-        if not self.seen or self.stopping or not self.link_up:
-            return None
-        r = self.observed
-        if r is None or r.holder == self.identity:
-            at = self.observed_at
-        elif r.holder == "":
-            at = self.observed_at  # released: no need to wait
-        else:
-            at = self.observed_at + max(r.lease_duration_s, 1)
-        if not self._gate_open():
-            # Give healthy nodes a full lease duration to take it first.
-            at += self.t.lease_duration
-        return max(at, self.cannot_hold_until)
+    # shutdown ---------------------------------------------------------------
 
-    # ---------------------------------------------------------------- helpers
-
-    def _duration_s(self) -> int:
-        """leaseDurationSeconds is whole seconds: rounded up, never down, or followers would
-        take a 2.5s lease at 2s while this leader holds until its 2.2s renew deadline."""
-        return max(1, math.ceil(self.t.lease_duration - 1e-9))
-
-    def _held_for(self) -> float:
-        """How long a successful write lets this node hold the VIP, from when it was sent: the
-        renew deadline of the timings that wrote its lease duration, or of today's if a reload
-        made it shorter since (a longer one applies from the next write, which carries its
-        longer lease duration to the followers)."""
-        return min(self.t.renew_deadline, self._sent_renew_deadline)
-
-    def _send(self, out: list[Action], op: Op, record: LeaderRecord) -> None:
-        if op in ("acquire", "renew"):
-            self._sent_renew_deadline = self.t.renew_deadline
-        self.in_flight = op
-        out.append(Write(op, record, self.t.api_timeout))
-
-    def _start_announcing(self) -> None:
-        self.announce_due = [self.now + d for d in ANNOUNCE_BURST]
-
-    def _warn_repeating(self, msg: str) -> None:
-        last, at = self._repeat
-        if msg != last or self.now - at >= REPEAT_EVERY:
-            log.warning("%s", msg)
-            self._repeat = (msg, self.now)
-
-    def _drop_vip(self, out: list[Action]) -> None:
-        if self.holds_vip:
-            out.append(RemoveVip())
-            self.holds_vip = False
-            self.remove_failures = 0  # a new removal: a failure of it is first tried again at once
-        self.announce_due = []
-        self.degraded = False
-
-    def _lose(self, out: list[Action], why: str) -> None:
-        """Leadership is gone (or cannot be proven): the VIP goes at once, nothing is written."""
-        self._drop_vip(out)
-        self._become(Role.STOPPED if self.stopping else Role.FOLLOWER, f"lost leadership: {why}")
-
-    def _release_after_loss(self, out: list[Action]) -> None:
-        """After the renew deadline the VIP is already gone; releasing the version we last
-        wrote lets a follower take over now instead of at expiry (the backend also sends it to
-        the other apiservers, for when ours is the one that failed). The write is conditional
-        on that version, so it changes nothing if anyone wrote since. This node then waits a
-        lease duration before it campaigns: it just proved the worst candidate."""
-        self.next_attempt = max(self.next_attempt, self.now + self.t.lease_duration)
-        o = self.observed
-        if o is not None and o.holder == self.identity:
-            self._release_now(out, o)
-
-    def _release_now(self, out: list[Action], record: LeaderRecord) -> None:
-        """Send the release at once, beside any write still out (which it supersedes): both
-        are conditional on the version, so at most one lands, and if our renewal lands first,
-        the release is sent again on its version (see _write_done)."""
-        if self.in_flight is not None:
-            self.superseded.append(self.in_flight)
-        self.re_released = False
-        self._send(out, "release", release_record(record, self.wall))
-
-    def _step_down(self, out: list[Action], why: str) -> None:
-        """Hand over on purpose: the VIP first, then the lease, so a follower takes it at once."""
-        self._drop_vip(out)
-        self.step_down_reason = f"stepped down: {why}"
-        assert self.observed is not None
-        self._release_now(out, self.observed)
-        self._become(Role.STEPPING_DOWN, f"stepping down: {why}")
-
-    def _become(self, role: Role, why: str) -> None:
-        if role is self.role:
-            return
-        self.role = role
-        self.role_since = self.now
-        self.transitions += 1
-        if role is Role.LEADER:
-            log.info("became leader of %s, %s (%s)", self.lease_name, self.vip_text, why)
-        elif role is Role.FOLLOWER:
-            holder = self.observed.holder if self.observed else ""
-            who = f"; leader is {holder}" if holder and holder != self.identity else ""
-            log.info("follower of %s (%s)%s", self.lease_name, why, who)
-        else:
-            log.info("%s (%s)", role.value, why)
+    def _shutdown(self) -> None:
+        self.stopping = True
+        self._metrics_stop.set()
+        if self.link is not None:
+            try:
+                self.link.remove()  # never leave a VIP behind, whatever happened
+            except InterfaceError as e:
+                log.error("%s", e)
+        self.machine.holds_vip = False
+        if self.health is not None:
+            self.health.stop()
+        if self.election is not None:
+            self.election.close()
+        self.writer.shutdown(wait=False, cancel_futures=True)
+        self._detach_link()
+        status_file.remove(self.run_dir)
 
 
-def _older(a: str, b: str) -> bool:
-    """True when resourceVersion ``a`` is older than ``b`` (both numeric, as etcd's are)."""
-    return a.isdigit() and b.isdigit() and int(a) < int(b)
+def run(
+    config_path: str, cfg: Config, run_dir: Path, early_signals: list[int] | None = None
+) -> int:
+    """Entry point of ``kubevipd run`` for a config already loaded; returns the exit status."""
+    setup_logging(cfg.log_level)
+    if early_signals:
+        log.info("stopped before start (%s)", signal.Signals(early_signals[0]).name)
+        return EXIT_OK
+    try:
+        return Daemon(cfg, config_path, run_dir).run(early_signals)
+    except InterfaceMissing as e:
+        log.error("%s; exiting so that systemd starts kubevipd again", e)
+        return EXIT_FAILURE
+    except RunError as e:
+        log.error("%s", e)
+        return EXIT_CONFIG
+    except PermissionError as e:
+        # Capabilities can be granted without touching the config: not exit status 2, which
+        # the unit never restarts.
+        log.error("%s: kubevipd needs CAP_NET_ADMIN and CAP_NET_RAW", e)
+        log.debug("details", exc_info=True)
+        return EXIT_FAILURE
+    except Exception as e:
+        log.error("unexpected error, exiting: %s: %s", type(e).__name__, e)
+        log.debug("details", exc_info=True)
+        return EXIT_FAILURE

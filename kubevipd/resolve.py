@@ -19,7 +19,7 @@ from kubevipd.config.model import (
     default_election_server,
     not_supported_yet,
 )
-from kubevipd.handoff import KUBECONFIG_DIR_ENV
+from kubevipd.kubeconfig_copy import KUBECONFIG_DIR_ENV
 from kubevipd.vip.netlink import Vip, default_route_interface
 
 

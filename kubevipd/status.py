@@ -49,7 +49,7 @@ def deadline_fields(deadline: float | None) -> dict[str, Any]:
 
 def held_until(directory: Path) -> float | None:
     """The deadline of the run that wrote the file, if it led on this boot: a VIP it left
-    behind may stay until then, and not a moment longer (kubevipd.daemon)."""
+    behind may stay until then, and not a moment longer (kubevipd.machine)."""
     try:
         state = json.loads((directory / FILE).read_text())
         deadline = state.get("held_until_monotonic")

@@ -39,8 +39,8 @@ from kubernetes.watch.watch import iter_resp_lines  # noqa: E402
 from kubevipd.config.model import ElectionSpec  # noqa: E402
 from kubevipd.election import peers  # noqa: E402
 from kubevipd.election.base import ErrorKind, LeaderRecord, Observer, Op, WriteResult  # noqa: E402
-from kubevipd.handoff import SUPER_ADMIN, super_admin_fallback  # noqa: E402
 from kubevipd.health import KUBEADM_NAME, tls_name  # noqa: E402
+from kubevipd.kubeconfig_copy import SUPER_ADMIN, super_admin_fallback  # noqa: E402
 
 log = logging.getLogger("kubevipd.election")
 

@@ -1,6 +1,6 @@
 """kubevipd's netlink code on the pyroute2 this interpreter has, in a namespace of its own.
 
-The monitor is made on one thread and read on another, as the daemon does (the runner makes it,
+The monitor is made on one thread and read on another, as the daemon does (the main loop makes it,
 its own thread reads it): pyroute2 0.9 keeps one socket per thread, and a monitor built on its
 IPRoute heard nothing there. Each test makes a network namespace with a veth pair (``dummy``
 links do not work on these machines) and removes it.

@@ -10,10 +10,10 @@ timings, health changes, carrier changes, a daemon stopped (SIGTERM) and started
 refusing to add or to remove the VIP once (a transient error).
 After every event the invariant is checked: at no instant do two nodes hold the VIP.
 
-The model does with a machine's actions what kubevipd's runner does, nothing more: a Write goes
+The model does with a machine's actions what kubevipd's main loop does, nothing more: a Write goes
 out (its ``sent_at`` is when it left), AddVip and RemoveVip change the interface unless netlink
 refuses (then the machine hears VipAddFailed or VipStray, and the rest of the batch is dropped,
-its writes answered "not sent"), and a restart builds a new Machine as ``kubevipd.runner``
+its writes answered "not sent"), and a restart builds a new Machine as ``kubevipd.daemon``
 does.
 """
 
@@ -28,7 +28,8 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from kubevipd.daemon import (
+from kubevipd.election.base import LeaderRecord, WriteResult
+from kubevipd.machine import (
     AddVip,
     HealthChanged,
     LinkChanged,
@@ -43,7 +44,6 @@ from kubevipd.daemon import (
     Write,
     WriteDone,
 )
-from kubevipd.election.base import LeaderRecord, WriteResult
 
 WALL0 = 1_800_000_000.0
 NODES = 3
@@ -201,14 +201,14 @@ class Cluster(RuleBasedStateMachine):
             self.shut_down(i)
 
     def shut_down(self, i: int) -> None:
-        """The runner's exit: the VIP is removed whatever happened; its writes still out may
+        """The the main loop's exit: the VIP is removed whatever happened; its writes still out may
         land, their answers are never read."""
         n = self.nodes[i]
         n.holds, n.down = False, True
         n.generation += 1
 
     def refused(self, i: int, news: object, rest: list[Any]) -> None:
-        """What the runner does when netlink refuses an action: the machine hears of it next,
+        """What the main loop does when netlink refuses an action: the machine hears of it next,
         and the rest of the batch is not carried out (its writes are answered "not sent")."""
         n = self.nodes[i]
         self.at(self.now, "local", (i, n.generation, news))
@@ -268,7 +268,7 @@ class Cluster(RuleBasedStateMachine):
         elif kind == "stop_timeout":
             j, generation = data
             if generation == self.nodes[j].generation:
-                self.shut_down(j)  # the hand-over did not finish in time (runner's stop_by)
+                self.shut_down(j)  # the hand-over did not finish in time (the main loop's stop_by)
         elif kind == "start":
             self.start_again(data)
         elif kind == "link":
@@ -343,7 +343,7 @@ class Cluster(RuleBasedStateMachine):
             return
         n.generation += 1
         old = n.machine
-        # What the runner reads back from the run directory (status.held_until).
+        # What the main loop reads back from the run directory (status.held_until).
         inherited = old.deadline if old.role is Role.LEADER and old.holds_vip else None
         n.machine = self.make(n.name, old.t, n.holds, n.skew, inherited)
         n.stale = False
@@ -352,7 +352,7 @@ class Cluster(RuleBasedStateMachine):
 
     @rule(i=WHO, after=st.sampled_from([0.0, 0.5, 5.0]))
     def a_daemon_is_stopped_then_started(self, i: int, after: float) -> None:
-        """SIGTERM: the machine hands over; the runner exits when it has stopped, or after its
+        """SIGTERM: the machine hands over; the main loop exits when it has stopped, or after its
         stop timeout, removing the VIP; systemd starts it again ``after`` later."""
         i = self.pick(i)
         n = self.nodes[i]
@@ -381,7 +381,7 @@ class Cluster(RuleBasedStateMachine):
     @rule(i=WHO, t=timings())
     def a_reload_changes_the_timings(self, i: int, t: Timings) -> None:
         i = self.pick(i)
-        self.nodes[i].machine.set_timings(t)  # what the runner's SIGHUP does
+        self.nodes[i].machine.set_timings(t)  # what the main loop's SIGHUP does
         self.feed(i, None)
 
     @rule(i=WHO, healthy=st.booleans())

@@ -38,7 +38,7 @@ def test_the_daemon_loads_neither_the_models_nor_the_pyroute2_entry_points() -> 
     out = _python(
         """
         import json, pkgutil, sys
-        import kubevipd.runner, kubevipd.cleanup
+        import kubevipd.daemon, kubevipd.cleanup
         from kubevipd.lazyimport import is_deferred
         import kubernetes.client.api, kubernetes.client.models  # deferred: their __init__ waits
 

@@ -1,4 +1,4 @@
-"""The main loop (kubevipd/runner.py) with fakes for every part: no namespaces, no apiserver.
+"""The main loop (kubevipd/daemon.py) with fakes for every part: no namespaces, no apiserver.
 
 What is checked is what the loop itself does with the machine's actions: a failed action drops
 the rest of its batch, nothing is announced that is not on the interface, the status reports
@@ -19,10 +19,12 @@ from typing import Any
 
 import pytest
 
-from kubevipd import runner
+from kubevipd import daemon
 from kubevipd import status as status_file
 from kubevipd.config import load_text
-from kubevipd.daemon import (
+from kubevipd.daemon import Daemon, FromLink, Parts, _JournalFormatter
+from kubevipd.election.base import LeaderRecord, release_record
+from kubevipd.machine import (
     AddVip,
     Announce,
     RemoveVip,
@@ -33,9 +35,7 @@ from kubevipd.daemon import (
     Write,
     WriteDone,
 )
-from kubevipd.election.base import LeaderRecord, release_record
 from kubevipd.notify import watchdog_fence_warning
-from kubevipd.runner import FromLink, Parts, Runner, _JournalFormatter
 from kubevipd.supervise import supervise
 from kubevipd.vip.netlink import InterfaceError, Vip
 
@@ -108,9 +108,9 @@ class FakeElection:
 
 
 @pytest.fixture
-def loop(tmp_path: Path) -> Runner:
+def loop(tmp_path: Path) -> Daemon:
     cfg = load_text("node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n").config
-    r = Runner(
+    r = Daemon(
         cfg,
         str(tmp_path / "kubevip.yaml"),
         tmp_path / "run",
@@ -123,7 +123,7 @@ def loop(tmp_path: Path) -> Runner:
     return r
 
 
-def queued(r: Runner) -> list[object]:
+def queued(r: Daemon) -> list[object]:
     out = []
     while True:
         try:
@@ -132,12 +132,12 @@ def queued(r: Runner) -> list[object]:
             return out
 
 
-def run_batch(r: Runner, actions: list[object]) -> None:
+def run_batch(r: Daemon, actions: list[object]) -> None:
     r.machine.handle = lambda *_: actions  # type: ignore[method-assign, assignment, return-value]
     r._step(None)
 
 
-def test_a_vip_netlink_refused_is_never_announced(loop: Runner) -> None:
+def test_a_vip_netlink_refused_is_never_announced(loop: Daemon) -> None:
     link: FakeLink = loop.link  # type: ignore[assignment]
     link.refuse_add = True
     run_batch(loop, [AddVip(), Announce()])
@@ -145,7 +145,7 @@ def test_a_vip_netlink_refused_is_never_announced(loop: Runner) -> None:
     assert [type(e) for e in queued(loop)] == [VipAddFailed]
 
 
-def test_no_release_goes_out_while_a_vip_we_could_not_remove_may_be_up(loop: Runner) -> None:
+def test_no_release_goes_out_while_a_vip_we_could_not_remove_may_be_up(loop: Daemon) -> None:
     link: FakeLink = loop.link  # type: ignore[assignment]
     link.up, link.refuse_remove = list(link.vips), True
     record = LeaderRecord(holder="n1", lease_duration_s=5, version="3")
@@ -159,7 +159,7 @@ def test_no_release_goes_out_while_a_vip_we_could_not_remove_may_be_up(loop: Run
     assert all(isinstance(e, VipStray) for e in seen)  # and the status saw it still up
 
 
-def test_a_follower_with_the_vip_on_its_interface_removes_it(loop: Runner) -> None:
+def test_a_follower_with_the_vip_on_its_interface_removes_it(loop: Daemon) -> None:
     """Whoever put it there (a removal that failed, a person, another tool): a follower must
     not keep it. The machine hears of it and removes it; the leader's VIP is left alone."""
     loop.machine.role, loop.machine.holds_vip = Role.FOLLOWER, False
@@ -177,7 +177,7 @@ def test_a_follower_with_the_vip_on_its_interface_removes_it(loop: Runner) -> No
     assert queued(loop) == []
 
 
-def test_an_announcement_checks_the_vip_is_on_the_interface(loop: Runner) -> None:
+def test_an_announcement_checks_the_vip_is_on_the_interface(loop: Daemon) -> None:
     """A monitor that went deaf (pyroute2 0.9) must not leave a leader announcing an address
     it does not hold: the announcement itself looks, and the VIP is restored."""
     run_batch(loop, [Announce()])
@@ -189,7 +189,7 @@ def test_an_announcement_checks_the_vip_is_on_the_interface(loop: Runner) -> Non
     assert loop.announcer.sent == 1  # type: ignore[union-attr]
 
 
-def test_status_and_metrics_report_what_the_interface_shows(loop: Runner) -> None:
+def test_status_and_metrics_report_what_the_interface_shows(loop: Daemon) -> None:
     loop.machine.holds_vip = True  # what the machine believes
     loop._published = ()
     loop._publish()
@@ -204,7 +204,7 @@ def test_status_and_metrics_report_what_the_interface_shows(loop: Runner) -> Non
 
 
 def test_a_reload_without_a_default_route_keeps_the_running_config(
-    loop: Runner, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    loop: Daemon, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     Path(loop.config_path).write_text("vip: {address: 192.0.2.76}\n")  # no interface: route
     monkeypatch.setattr("kubevipd.resolve.default_route_interface", lambda: None)
@@ -287,7 +287,7 @@ def test_a_vip_moved_to_an_interface_that_is_not_there_stays_where_it_was(
 
     cfg = load_text("node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n").config
     parts = Parts(link=link, announcer=FakeAnnouncer, monitor=FakeMonitor)  # type: ignore[arg-type]
-    r = Runner(cfg, str(tmp_path / "kubevip.yaml"), tmp_path / "run", parts)
+    r = Daemon(cfg, str(tmp_path / "kubevip.yaml"), tmp_path / "run", parts)
     r.machine.holds_vip = True
     made[-1].up = list(made[-1].vips)
     r._move_vip(r.vips, "eth9")
@@ -296,13 +296,13 @@ def test_a_vip_moved_to_an_interface_that_is_not_there_stays_where_it_was(
 
 
 def test_a_hand_over_that_does_not_finish_in_time_still_removes_the_vip(
-    loop: Runner, caplog: pytest.LogCaptureFixture
+    loop: Daemon, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SIGTERM while the apiservers never answer: the release hangs; the loop gives up after
     twice the API timeout plus a second, removes the VIP and exits 0."""
     import time
 
-    from kubevipd.daemon import Role, Stop
+    from kubevipd.machine import Role, Stop
 
     link: FakeLink = loop.link  # type: ignore[assignment]
     link.up = list(link.vips)
@@ -325,22 +325,22 @@ def test_no_default_route_at_start_is_waited_for_then_exit_1_not_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The README's kubeadm config sets no interface: at boot the default route may come late."""
-    from kubevipd.runner import InterfaceMissing, run
+    from kubevipd.daemon import InterfaceMissing, run
 
     monkeypatch.setattr("kubevipd.resolve.default_route_interface", lambda: None)
     monkeypatch.setenv("KUBEVIPD_INTERFACE_WAIT", "0.3")
     cfg = load_text("node_name: n1\nvip: {address: 192.0.2.75}\n").config
     with pytest.raises(InterfaceMissing, match="no default route"):
-        Runner(cfg, str(tmp_path / "k.yaml"), tmp_path / "run", Parts(link=FakeLink))  # type: ignore[arg-type]
+        Daemon(cfg, str(tmp_path / "k.yaml"), tmp_path / "run", Parts(link=FakeLink))  # type: ignore[arg-type]
     assert run(str(tmp_path / "k.yaml"), cfg, tmp_path / "run") == 1
 
 
 def test_metrics_on_a_taken_port_are_tried_again_while_the_daemon_runs(
-    loop: Runner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    loop: Daemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A port still taken can heal: not exit status 2 (never restarted) but a warning, the VIP
     served meanwhile, and metrics once the port is free."""
-    monkeypatch.setattr(runner, "METRICS_RETRY_S", 0.05)
+    monkeypatch.setattr(daemon, "METRICS_RETRY_S", 0.05)
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()

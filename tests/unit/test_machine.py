@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from kubevipd.daemon import (
+from kubevipd.election.base import DEGRADED, TAKEOVER, LeaderRecord, WriteResult
+from kubevipd.machine import (
     AddVip,
     Announce,
     HealthChanged,
@@ -24,7 +25,6 @@ from kubevipd.daemon import (
     Write,
     WriteDone,
 )
-from kubevipd.election.base import DEGRADED, TAKEOVER, LeaderRecord, WriteResult
 
 T = Timings(
     lease_duration=5, renew_deadline=3, retry_period=1, link_down_grace=1, announce_refresh=3
@@ -406,7 +406,7 @@ def test_a_removal_netlink_refused_is_tried_again_at_once_then_with_a_growing_pa
     s, _ = leader()
     s.tick(3.0)  # no renewal answered: the deadline passes
     assert s.m.role is Role.FOLLOWER and not s.m.holds_vip
-    # The runner could not remove it: at once, then 0.05s, 0.1s, ... up to the retry period.
+    # The main loop could not remove it: at once, then 0.05s, 0.1s, ... up to the retry period.
     assert s.ev(VipStray("could not remove it: EBUSY", failed=True)) == [RemoveVip()]
     pauses = []
     for _ in range(6):

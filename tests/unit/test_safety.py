@@ -1,7 +1,7 @@
 """Never two holders, on arbitrary interleavings of three machines (hypothesis, stateful).
 
 ``safety_model.Cluster`` runs the real Machine; the property must hold for it. The property must
-also *fail* on machines that break each rule the safety argument in kubevipd/daemon.py rests on:
+also *fail* on machines that break each rule the safety argument in kubevipd/machine.py rests on:
 a test that could not fail would prove nothing. Every run is derandomized, so CI sees the same
 examples each time.
 """
@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 from safety_model import Cluster  # tests/unit is on sys.path (pytest rootdir-relative)
 
-from kubevipd.daemon import Action, Event, Machine, Timings, VipStray, WriteDone
 from kubevipd.election.base import LeaderRecord
+from kubevipd.machine import Action, Event, Machine, Timings, VipStray, WriteDone
 
 SETTINGS = settings(
     max_examples=1000,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kubevipd import handoff
+from kubevipd import kubeconfig_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "kubevipd.service"
@@ -77,7 +77,7 @@ def test_the_daemon_is_not_root_and_gets_the_kubeconfig_from_the_copier() -> Non
         "/etc/kubernetes/super-admin.conf",
         "/etc/rancher/k3s/k3s.yaml",
     ]
-    assert watched == [str(p) for p in handoff.WATCHED]  # the copier warns about any other
+    assert watched == [str(p) for p in kubeconfig_copy.WATCHED]  # the copier warns about any other
     assert section(WATCHER, "Path")["Unit"] == "kubevipd-kubeconfig.service"
 
 

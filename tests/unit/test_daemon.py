@@ -1,4 +1,4 @@
-"""How the runner turns the config into what the daemon uses (no I/O beyond the environment)."""
+"""How the main loop turns the config into what the daemon uses (no I/O beyond the environment)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kubevipd.config import load_text
+from kubevipd.daemon import timings
 from kubevipd.resolve import RunError, election_spec, resolve_identity, resolve_vips
-from kubevipd.runner import timings
 from kubevipd.vip.netlink import Vip
 
 

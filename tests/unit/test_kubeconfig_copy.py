@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubevipd import handoff
+from kubevipd import kubeconfig_copy
 from kubevipd.config import load_text
 from kubevipd.config.model import Config
 
@@ -30,7 +30,7 @@ def dirs(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_nothing_there_yet_is_not_an_error(dirs: tuple[Path, Path]) -> None:
     src, dest = dirs
-    assert handoff.run(config(src / "admin.conf"), dest) == 0
+    assert kubeconfig_copy.run(config(src / "admin.conf"), dest) == 0
     assert list(dest.iterdir()) == []
 
 
@@ -42,7 +42,7 @@ def test_admin_conf_and_kubeadms_fallback_are_copied_readable_by_the_group_only(
     (src / "super-admin.conf").write_text("super")
     for f in src.iterdir():
         f.chmod(0o600)
-    changes = handoff.copy_kubeconfigs(config(src / "admin.conf"), dest)
+    changes = kubeconfig_copy.copy_kubeconfigs(config(src / "admin.conf"), dest)
     assert len(changes) == 2
     for name, body in (("admin.conf", "admin"), ("super-admin.conf", "super")):
         copy = dest / name
@@ -57,7 +57,7 @@ def test_only_an_admin_conf_brings_its_super_admin_sibling(dirs: tuple[Path, Pat
     src, dest = dirs
     (src / "k3s.yaml").write_text("k3s")
     (src / "super-admin.conf").write_text("super")
-    handoff.copy_kubeconfigs(config(src / "k3s.yaml"), dest)
+    kubeconfig_copy.copy_kubeconfigs(config(src / "k3s.yaml"), dest)
     assert [p.name for p in dest.iterdir()] == ["k3s.yaml"]
 
 
@@ -68,12 +68,12 @@ def test_a_renewed_file_replaces_the_copy_at_once_and_a_removed_one_goes(
     cfg = config(src / "admin.conf")
     (src / "admin.conf").write_text("old")
     (src / "super-admin.conf").write_text("super")
-    handoff.copy_kubeconfigs(cfg, dest)
+    kubeconfig_copy.copy_kubeconfigs(cfg, dest)
     before = (dest / "admin.conf").stat().st_ino
-    assert handoff.copy_kubeconfigs(cfg, dest) == []  # unchanged: nothing rewritten
+    assert kubeconfig_copy.copy_kubeconfigs(cfg, dest) == []  # unchanged: nothing rewritten
     (src / "admin.conf").write_text("renewed")
     (src / "super-admin.conf").unlink()
-    changes = handoff.copy_kubeconfigs(cfg, dest)
+    changes = kubeconfig_copy.copy_kubeconfigs(cfg, dest)
     assert (dest / "admin.conf").read_text() == "renewed"
     assert (dest / "admin.conf").stat().st_ino != before  # a rename, never a rewrite in place
     assert not (dest / "super-admin.conf").exists()
@@ -85,16 +85,16 @@ def test_a_kubeconfig_the_path_unit_does_not_watch_is_named_in_a_warning(
 ) -> None:
     src, dest = dirs
     (src / "kubevip.conf").write_text("x")
-    assert handoff.run(config(src / "kubevip.conf"), dest) == 0
+    assert kubeconfig_copy.run(config(src / "kubevip.conf"), dest) == 0
     assert f"add PathChanged={src / 'kubevip.conf'} in a drop-in" in caplog.text
     caplog.clear()
-    handoff.run(config(Path("/etc/kubernetes/admin.conf")), dest)
+    kubeconfig_copy.run(config(Path("/etc/kubernetes/admin.conf")), dest)
     assert "not watched" not in caplog.text
 
 
 def test_a_missing_directory_is_an_error(dirs: tuple[Path, Path]) -> None:
     src, dest = dirs
-    assert handoff.run(config(src / "admin.conf"), dest / "absent") == 1
+    assert kubeconfig_copy.run(config(src / "admin.conf"), dest / "absent") == 1
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand a file to another group")
@@ -102,6 +102,6 @@ def test_the_copy_takes_the_directorys_group_when_run_by_root(dirs: tuple[Path, 
     src, dest = dirs
     os.chown(dest, -1, 65534)  # nogroup: as systemd gives the directory the kubevipd group
     (src / "admin.conf").write_text("admin")
-    handoff.copy_kubeconfigs(config(src / "admin.conf"), dest)
+    kubeconfig_copy.copy_kubeconfigs(config(src / "admin.conf"), dest)
     assert (dest / "admin.conf").stat().st_gid == 65534
     assert (dest / "admin.conf").stat().st_uid == 0

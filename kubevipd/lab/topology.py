@@ -13,6 +13,13 @@ store: with stacked etcd, a node alone has no quorum.
 Every name carries a unique id, and ``destroy()`` (also run by ``with``) kills what runs inside
 and deletes every namespace, so a test or an interrupted demo leaves the host as it was. The
 bridge lives in a namespace of its own: nothing is added to the host's own network.
+
+This module builds that topology: the namespaces, the bridge and the veths, the addresses, the
+links cut and restored, and what is seen on them (who holds the VIP, the client's neighbour
+table); it creates the lab and destroys it. The parts of :class:`Lab` behind it:
+
+- ``kubevipd.lab.control_plane``: the apiservers' PKI and kubeconfigs, their faults;
+- ``kubevipd.lab.nodes``: :class:`Node`, and the daemon run on it (config, process, log).
 """
 
 from __future__ import annotations
@@ -30,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pyroute2 import IPRoute
 
 from kubevipd.lab.apiserver import (
@@ -40,19 +46,12 @@ from kubevipd.lab.apiserver import (
     node_tokens,
     standard_tokens,
 )
+from kubevipd.lab.control_plane import API_PORT, make_apiserver_pki
 from kubevipd.lab.netns import NetnsIPRoute
-from kubevipd.lab.pki import Pki, make_pki, write_kubeconfig
+from kubevipd.lab.nodes import Daemons, Node
+from kubevipd.lab.pki import Pki
 
-API_PORT = 6443
-# The names kubeadm puts in the apiserver's certificate, besides the node's own name and IPs.
-KUBEADM_NAMES = (
-    "kubernetes",
-    "kubernetes.default",
-    "kubernetes.default.svc",
-    "kubernetes.default.svc.cluster.local",
-)
-SERVICE_IP = "10.96.0.1"  # the first address of kubeadm's default Service CIDR
-MAX_NODES = 10  # node addresses .11 to .20, all in the apiservers' certificate
+__all__ = ["API_PORT", "Lab", "Node", "netns_exists"]
 
 
 def _ip(*args: str) -> None:
@@ -64,32 +63,13 @@ def netns_exists(name: str) -> bool:
 
 
 @dataclass
-class Node:
-    name: str
-    netns: str
-    ip: str
-    bridge_port: str  # the veth end on the bridge: set it down to cut the node's link
-    api: LabApiServer  # this node's own apiserver (0.0.0.0:6443 and [::]:6443 in its namespace)
-    mac: str = ""
-    link_cut: bool = False
-    proc: subprocess.Popen[bytes] | None = None
-    config: Path | None = None
-    run_dir: Path | None = None
-    log: Path | None = None
+class Lab(Daemons):
+    """Build with ``Lab.create(n)``; use as a context manager so it is always destroyed.
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def api_url(self) -> str:
-        """The node's apiserver as other nodes reach it (its advertise address)."""
-        return f"https://{self.ip}:{API_PORT}"
-
-
-@dataclass
-class Lab:
-    """Build with ``Lab.create(n)``; use as a context manager so it is always destroyed."""
+    Its daemons (``start``, ``signal``, ``wait_exit``, ``log_text``...) are
+    :class:`kubevipd.lab.nodes.Daemons`'; its apiservers' kubeconfigs and faults
+    (``kubeconfig``, ``cut_from_store``...) :class:`kubevipd.lab.control_plane.ControlPlane`'.
+    """
 
     uid: str
     subnet: str  # "10.A.B"
@@ -120,13 +100,7 @@ class Lab:
         names = [f"n{i + 1}" for i in range(n)]
         ips = [f"{subnet}.{11 + i}" for i in range(n)]
         vip = f"{subnet}.75"
-        # One certificate for every node's apiserver, with kubeadm's names: each node's IPs,
-        # the control-plane endpoint (the VIP), the Service IP; never 127.0.0.1.
-        # Room for nodes added later (add_node): .11 to .20.
-        spare = range(max(n, MAX_NODES))
-        sans_ip = [*(f"{subnet}.{11 + i}" for i in spare), *(f"{prefix6}{11 + i}" for i in spare)]
-        sans_ip += [vip, f"{prefix6}75"]
-        pki = make_pki(wd / "pki", [*sans_ip, SERVICE_IP], (*KUBEADM_NAMES, *names), loopback=False)
+        pki = make_apiserver_pki(wd / "pki", subnet, prefix6, vip, names)
         tokens = standard_tokens() | node_tokens(names)  # one dict, shared by every server
         store = LeaseStore()
         store.set_endpoint_slice("default", "kubernetes", kubernetes_endpoint_slice(ips, API_PORT))
@@ -203,82 +177,10 @@ class Lab:
         idx = ipr.link_lookup(ifname=ifname)[0]
         return str(ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS"))
 
-    # daemons ----------------------------------------------------------------
+    # nodes ------------------------------------------------------------------
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
-
-    def kubeconfig(self, name: str, token: str, user: str = "lab") -> Path:
-        """A kubeconfig as kubeadm writes ``admin.conf``: its server is the VIP."""
-        return write_kubeconfig(
-            self.workdir / f"{name}.kubeconfig", self.vip_url, self.pki, token, user=user
-        )
-
-    @property
-    def vip_url(self) -> str:
-        """The control-plane endpoint, as kubeadm's kubeconfigs and every client name it."""
-        return f"https://{self.vip}:{API_PORT}"
-
-    def write_config(self, node: Node, **overrides: Any) -> Path:
-        """The README's smallest config (interface, VIP, kubeconfig) plus the lab's timings.
-
-        No ``election.server`` and no health URL: the daemon must find its own apiserver at
-        127.0.0.1:6443 by itself, and its name is the namespace's host name, as on a real node.
-        """
-        kubeconfig = self.kubeconfig(
-            node.name, f"lab-{node.name}-token", f"system:node:{node.name}"
-        )
-        doc: dict[str, Any] = {
-            "interface": "eth0",
-            "vip": {"address": self.vip},
-            "election": {
-                "kubeconfig": str(kubeconfig),
-                # The lab's timings, shorter than the shipped 5s/3s/1s to keep the tests quick.
-                "lease_duration": "3s",
-                "renew_deadline": "2s",
-                "retry_period": "500ms",
-            },
-            "health": {
-                "period": "200ms",
-                "timeout": "200ms",
-                "failure_threshold": 2,
-                "link_down_grace": "500ms",
-            },
-        }
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(doc.get(key), dict):
-                doc[key] = {**doc[key], **value}
-            else:
-                doc[key] = value
-        path = self.workdir / f"{node.name}.yaml"
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        node.config = path
-        return path
-
-    def start(self, node: Node, env: dict[str, str] | None = None, **overrides: Any) -> None:
-        if node.config is None or overrides:
-            self.write_config(node, **overrides)
-        node.run_dir = self.workdir / f"{node.name}.run"
-        node.log = self.workdir / f"{node.name}.log"
-        log = node.log.open("ab")
-        self._log_files.append(log)
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        full_env.pop("NOTIFY_SOCKET", None)
-        full_env.update(env or {})
-        node.proc = subprocess.Popen(
-            [*self.node_exec(node), *self.command, "run",
-             "--config", str(node.config), "--run-dir", str(node.run_dir)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-        )  # fmt: skip
-
-    @staticmethod
-    def node_exec(node: Node) -> list[str]:
-        """Run a command "on" the node: in its network namespace, with its host name (a UTS
-        namespace of its own). Every step execs, so the command keeps the process's PID."""
-        return ["ip", "netns", "exec", node.netns, "unshare", "--uts", "--",
-                "sh", "-c", 'hostname "$0" && exec "$@"', node.name]  # fmt: skip
 
     def add_node(self, name: str, netns: str, ip: str) -> Node:
         """A node whose namespace someone else made (a systemd container): it gets its own
@@ -295,46 +197,7 @@ class Lab:
         )
         return node
 
-    # faults -----------------------------------------------------------------
-
-    def cut_from_store(self, node: Node, cut: bool = True) -> None:
-        """The node's apiserver stays up but loses etcd: calls hang, /readyz fails."""
-        node.api.faults.store_cut = cut
-
-    def stop_apiservers(self) -> None:
-        """Every apiserver down at once (an etcd outage looks the same to kubevipd)."""
-        for n in self.nodes:
-            n.api.stop()
-
-    def start_apiservers(self) -> None:
-        for n in self.nodes:
-            if not n.api.running:
-                n.api.restart()
-
-    def requests(self) -> list[tuple[str, str, str, int]]:
-        """Every request any node's apiserver has served, recent ones last per node."""
-        return [r for n in self.nodes for r in n.api.requests]
-
-    @property
-    def request_count(self) -> int:
-        return sum(n.api.request_count for n in self.nodes)
-
-    def ready(self, node: Node) -> bool:
-        """The daemon's main loop runs: it has written its status file."""
-        return node.run_dir is not None and (node.run_dir / "status.json").exists()
-
-    def signal(self, node: Node, sig: signal.Signals) -> None:
-        if node.running:
-            assert node.proc is not None
-            node.proc.send_signal(sig)
-
-    def wait_exit(self, node: Node, timeout: float = 10) -> int | None:
-        if node.proc is None:
-            return None
-        try:
-            return node.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+    # links ------------------------------------------------------------------
 
     def cut_link(self, node: Node) -> None:
         """The node's cable is pulled: its eth0 loses carrier and nothing gets through, and its
@@ -387,22 +250,11 @@ class Lab:
             time.sleep(interval)
         return bool(predicate())
 
-    def log_text(self, node: Node) -> str:
-        return node.log.read_text(errors="replace") if node.log and node.log.exists() else ""
-
     # teardown ---------------------------------------------------------------
 
     def destroy(self) -> None:
-        for n in self.nodes:
-            if n.running:
-                assert n.proc is not None
-                n.proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    n.proc.wait(5)
-        for f in self._log_files:
-            f.close()
-        for n in self.nodes:
-            n.api.stop()
+        self._kill_daemons()
+        self.stop_apiservers()
         for ipr in self._ipr.values():
             ipr.close()
         self._ipr.clear()

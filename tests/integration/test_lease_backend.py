@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kubevipd.config.model import ElectionSpec
-from kubevipd.election import lease as lease_mod
+from kubevipd.election import client as lease_mod
 from kubevipd.election.base import LeaderRecord, acquire_record, release_record
 from kubevipd.election.lease import ElectionSetupError, LeaseElection
 from kubevipd.lab.apiserver import ALL_VERBS, LabApiServer

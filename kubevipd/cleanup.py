@@ -7,10 +7,12 @@ Then, if this node still holds the Lease, it is released so a follower takes ove
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from pathlib import Path
 
+from kubevipd import exitcodes
 from kubevipd import status as status_file
 from kubevipd.config.model import Config
 from kubevipd.resolve import (
@@ -20,10 +22,21 @@ from kubevipd.resolve import (
     resolve_interface,
     resolve_vips,
 )
+from kubevipd.vip.model import Vip
 from kubevipd.vip.netlink import InterfaceError, VipLink
 
 log = logging.getLogger("kubevipd")
-EXIT_OK = 0
+
+
+def _vip_to_remove(cfg: Config, run_dir: Path) -> tuple[list[Vip], str]:
+    """What the stopped daemon ran with, as it recorded it; else what the config names (a run
+    that never wrote its status)."""
+    recorded = status_file.recorded_vip(run_dir)
+    if recorded is not None:
+        cidrs, ifname = recorded
+        nets = [ipaddress.ip_interface(c) for c in cidrs]
+        return [Vip(n.ip, n.network.prefixlen) for n in nets], ifname
+    return resolve_vips(cfg), resolve_interface(cfg)
 
 
 def cleanup(cfg: Config, run_dir: Path) -> int:
@@ -33,12 +46,11 @@ def cleanup(cfg: Config, run_dir: Path) -> int:
     there is nothing left to do; after a crash this turns a lease expiry into a hand-over.
     """
     try:
-        vips = resolve_vips(cfg)
-        ifname = resolve_interface(cfg)
+        vips, ifname = _vip_to_remove(cfg, run_dir)
         link = VipLink(ifname, vips)
-    except (RunError, InterfaceError) as e:
+    except (RunError, InterfaceError, ValueError) as e:
         log.warning("cleanup: %s; nothing to remove", e)
-        return EXIT_OK
+        return exitcodes.OK
     try:
         if link.present():
             link.remove()
@@ -51,7 +63,7 @@ def cleanup(cfg: Config, run_dir: Path) -> int:
     identity = resolve_identity(cfg)
     spec = election_spec(cfg)
     if not spec.kubeconfig.exists():
-        return EXIT_OK
+        return exitcodes.OK
     from kubevipd.election.base import release_record
     from kubevipd.election.lease import ElectionSetupError, LeaseElection
 
@@ -59,7 +71,7 @@ def cleanup(cfg: Config, run_dir: Path) -> int:
         election = LeaseElection(spec, identity)
     except ElectionSetupError as e:
         log.warning("cleanup: %s; the lease is left to expire", e)
-        return EXIT_OK
+        return exitcodes.OK
     try:
         got = election.read(2.0)
         r = got.record
@@ -75,4 +87,4 @@ def cleanup(cfg: Config, run_dir: Path) -> int:
                 log.warning("cleanup: could not release the lease (%s); it will expire", out.error)
     finally:
         election.close()
-    return EXIT_OK
+    return exitcodes.OK

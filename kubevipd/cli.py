@@ -13,15 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kubevipd import __version__
+from kubevipd import __version__, exitcodes
 
 if TYPE_CHECKING:
     from kubevipd.config import Loaded
     from kubevipd.config.model import Config
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
 CONFIG_ENV = "KUBEVIPD_CONFIG"
 DEFAULT_CONFIG = "/etc/kubevip.yaml"
 
@@ -201,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `kubevipd schema | head`: not an error worth a traceback.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_FAILURE
+        return exitcodes.FAILURE
 
 
 def _load(path: str, to_run: bool = False) -> Loaded | None:
@@ -230,9 +227,9 @@ def _load(path: str, to_run: bool = False) -> Loaded | None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = args.path or _default_config()
     if _load(path, to_run=True) is None:
-        return EXIT_CONFIG
+        return exitcodes.CONFIG
     print(f"{path}: ok")
-    return EXIT_OK
+    return exitcodes.OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -245,14 +242,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     path = args.config or _default_config()
     loaded = _load(path, to_run=True)
     if loaded is None:
-        return EXIT_CONFIG
+        return exitcodes.CONFIG
     from kubevipd.daemon import run
     from kubevipd.status import run_dir
 
     return run(path, loaded.config, run_dir(args.run_dir), early)
-
-
-EXIT_NOT_RUNNING = 3
 
 
 def _helper_config(args: argparse.Namespace) -> Config | None:
@@ -270,7 +264,7 @@ def _helper_config(args: argparse.Namespace) -> Config | None:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     cfg = _helper_config(args)
     if cfg is None:
-        return EXIT_CONFIG
+        return exitcodes.CONFIG
     from kubevipd.cleanup import cleanup
     from kubevipd.status import run_dir
 
@@ -280,7 +274,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 def cmd_copy_kubeconfig(args: argparse.Namespace) -> int:
     cfg = _helper_config(args)
     if cfg is None:
-        return EXIT_CONFIG
+        return exitcodes.CONFIG
     from kubevipd import kubeconfig_copy
 
     dest = (
@@ -303,12 +297,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(json.dumps({"running": False}))
         else:
             print(f"kubevipd is not running (no status in {directory})", file=sys.stderr)
-        return EXIT_NOT_RUNNING
+        return exitcodes.NOT_RUNNING
     if args.json:
         print(json.dumps(state, indent=2, sort_keys=True))
     else:
         print(format_text(state))
-    return EXIT_OK if state["running"] else EXIT_NOT_RUNNING
+    return exitcodes.OK if state["running"] else exitcodes.NOT_RUNNING
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -325,7 +319,7 @@ def cmd_render_manifest(args: argparse.Namespace) -> int:
     path = args.config or _default_config()
     loaded = _load(path)
     if loaded is None:
-        return EXIT_CONFIG
+        return exitcodes.CONFIG
     options = RenderOptions(
         kind=args.kind,
         image=image_ref(args.image),
@@ -336,14 +330,14 @@ def cmd_render_manifest(args: argparse.Namespace) -> int:
         rendered = render(loaded.config, options)
     except ManifestError as e:
         print(f"{path}: {e.field}: cannot be rendered for kube-vip: {e.message}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exitcodes.CONFIG
     except SecretError as e:
         print(f"{path}: {e}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exitcodes.FAILURE
     for note in rendered.notes:
         print(note, file=sys.stderr)
     sys.stdout.write(dump(rendered.documents))
-    return EXIT_OK
+    return exitcodes.OK
 
 
 def cmd_import_manifest(args: argparse.Namespace) -> int:
@@ -356,15 +350,15 @@ def cmd_import_manifest(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
         print(f"{name}: cannot read: {reason}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exitcodes.FAILURE
     try:
         imported = import_manifest(text)
     except ManifestImportError as e:
         print(f"{name}: {e}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exitcodes.FAILURE
     except ValueError as e:
         print(f"{name}: a kube-vip setting has a value kubevipd cannot read: {e}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exitcodes.FAILURE
     output = to_yaml(imported.config)
     sys.stdout.write(output)
     for note in imported.notes:
@@ -377,8 +371,8 @@ def cmd_import_manifest(args: argparse.Namespace) -> int:
         )
         for d in e.diagnostics:
             print(f"  {d}", file=sys.stderr)
-        return EXIT_FAILURE
-    return EXIT_OK
+        return exitcodes.FAILURE
+    return exitcodes.OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -387,7 +381,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from kubevipd.config.loader import schema
 
     print(json.dumps(schema(), indent=2))
-    return EXIT_OK
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

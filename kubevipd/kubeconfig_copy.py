@@ -21,6 +21,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from kubevipd import exitcodes
 from kubevipd.config.model import Config
 
 log = logging.getLogger("kubevipd")
@@ -87,12 +88,12 @@ def run(cfg: Config, dest: Path) -> int:
     """The command: 0 when the copies match the sources (also when there is nothing yet)."""
     if not dest.is_dir():
         log.error("copy-kubeconfig: %s is not a directory (systemd creates it)", dest)
-        return 1
+        return exitcodes.FAILURE
     try:
         changes = copy_kubeconfigs(cfg, dest)
     except OSError as e:
         log.error("copy-kubeconfig: %s", e)
-        return 1
+        return exitcodes.FAILURE
     for line in changes:
         log.info("%s", line)
     if cfg.election.kubeconfig not in WATCHED:

@@ -1,9 +1,10 @@
-"""The state machine that owns the VIP.
+"""The Lease state machine: the policy that holds the VIP while it holds a Kubernetes Lease.
 
-It is pure: events in (lease observed, write finished, health, link, VIP gone, stop, time), actions
-out (write the lease, add or remove the VIP, announce). It never blocks and never reads a clock of
-its own, so every decision is tested with a fake clock (tests/unit/test_machine.py); the main loop
-(kubevipd/daemon.py) does the I/O.
+It implements the Policy contract (kubevipd/policy.py) and is pure: events in (lease observed,
+write finished, health, link, VIP gone, stop, time), a Decision out (write the lease, add or
+remove the VIP, announce, and why). It never blocks, logs nothing itself and never reads a clock
+of its own, so every decision is tested with a fake clock (tests/unit/test_machine.py); the main
+loop (kubevipd/daemon.py) does the I/O and logs what the decision says.
 
 Safety argument (never two holders): a leader counts its renew deadline from the moment it *sent*
 its last successful write; a follower counts the lease's expiry from the moment it *saw* that write
@@ -19,140 +20,48 @@ tests/unit/test_safety.py checks the property on arbitrary interleavings (hypoth
 
 from __future__ import annotations
 
-import enum
-import logging
 import math
 from dataclasses import dataclass, field
 
+from kubevipd.announce.base import ONCE, AnnounceTiming
 from kubevipd.election.base import (
     LeaderRecord,
     Op,
-    WriteResult,
     acquire_record,
     release_record,
     takeover_request,
 )
+from kubevipd.events import (
+    INFO,
+    WARNING,
+    Action,
+    AddVip,
+    Announce,
+    Announced,
+    AnnounceFailed,
+    Decision,
+    Event,
+    HealthChanged,
+    LinkChanged,
+    Observed,
+    RemoveVip,
+    Role,
+    Stop,
+    Timings,
+    VipAdded,
+    VipAddFailed,
+    VipMissing,
+    VipStray,
+    Write,
+    WriteDone,
+)
+from kubevipd.policy import PolicyStatus
 
-log = logging.getLogger("kubevipd.machine")
-
-# Gratuitous ARP / unsolicited NA after a takeover: at once, then these offsets (seconds).
-ANNOUNCE_BURST = (0.0, 0.25, 0.5, 1.0)
 REPEAT_EVERY = 60.0  # seconds between two log lines of the same repeating failure
 ADD_RETRY_MAX = 60.0  # seconds: the longest a node that could not add the VIP stays out
 # A removal netlink refused is tried again at once (a transient error is gone by then), then
 # after these pauses, doubling, up to the retry period: there is no safe alternative to trying.
 REMOVE_RETRY_FIRST = 0.05
-
-
-class Role(enum.Enum):
-    STARTING = "starting"
-    FOLLOWER = "follower"
-    LEADER = "leader"
-    STEPPING_DOWN = "stepping-down"
-    STOPPED = "stopped"
-
-
-# ------------------------------------------------------------------ events
-
-
-@dataclass(frozen=True)
-class Observed:
-    """The lease as the watch (or a read) saw it; None: it does not exist."""
-
-    record: LeaderRecord | None
-
-
-@dataclass(frozen=True)
-class WriteDone:
-    op: Op
-    result: WriteResult
-    sent_at: float  # monotonic time the request was sent
-
-
-@dataclass(frozen=True)
-class HealthChanged:
-    healthy: bool
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class LinkChanged:
-    up: bool
-
-
-@dataclass(frozen=True)
-class VipMissing:
-    """The VIP vanished from the interface (deleted by hand, link flap) while we hold it."""
-
-
-@dataclass(frozen=True)
-class VipAddFailed:
-    """Netlink refused the VIP (the interface went away, IPv6 is off on it, ...)."""
-
-    error: str
-
-
-@dataclass(frozen=True)
-class VipStray:
-    """The VIP is on the interface although this node does not hold it: netlink refused to
-    remove it (``failed``), or netlink shows it there after all (added by hand, by another
-    tool). It must go: a follower takes the lease expecting it gone."""
-
-    reason: str
-    failed: bool = False
-
-
-@dataclass(frozen=True)
-class Stop:
-    reason: str = "SIGTERM"
-
-
-Event = (
-    Observed | WriteDone | HealthChanged | LinkChanged | VipMissing | VipAddFailed | VipStray | Stop
-)
-
-
-# ------------------------------------------------------------------ actions
-
-
-@dataclass(frozen=True)
-class Write:
-    op: Op
-    record: LeaderRecord
-    timeout: float
-
-
-@dataclass(frozen=True)
-class AddVip:
-    pass
-
-
-@dataclass(frozen=True)
-class RemoveVip:
-    pass
-
-
-@dataclass(frozen=True)
-class Announce:
-    pass
-
-
-Action = Write | AddVip | RemoveVip | Announce
-
-
-@dataclass(frozen=True)
-class Timings:
-    lease_duration: float
-    renew_deadline: float
-    retry_period: float
-    link_down_grace: float = 1.0
-    announce_refresh: float = 3.0
-    health_gate: bool = True
-
-    @property
-    def api_timeout(self) -> float:
-        """Every call ends well inside the renew deadline, leaving room for one retry."""
-        return max(0.2, min(self.retry_period, self.renew_deadline / 2))
 
 
 @dataclass
@@ -168,6 +77,8 @@ class Machine:
     # For log lines: "became leader of plndr-cp-lock, VIP 192.168.0.75 on eth0".
     lease_name: str = "the lease"
     vip_text: str = "the VIP"
+    # When the announcer wants to be called (its own declaration, kubevipd/announce/base.py).
+    announce_timing: AnnounceTiming = ONCE
 
     role: Role = Role.STARTING
     role_since: float = 0.0
@@ -207,6 +118,8 @@ class Machine:
     _repeat: tuple[str, float] = ("", 0.0)
     # The renew deadline when the acquire or renew in flight was sent (see _held_for).
     _sent_renew_deadline: float = float("inf")
+    # What it has to say since the last decision (level, sentence): the Decision carries it.
+    _said: list[tuple[int, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.role_since = self.now
@@ -214,8 +127,8 @@ class Machine:
 
     # ---------------------------------------------------------------- input
 
-    def handle(self, event: Event | None, now: float, wall: float) -> list[Action]:
-        """Apply one event (None: only time passed) and return what to do, in order."""
+    def handle(self, event: Event | None, now: float, wall: float) -> Decision:
+        """Apply one event (None: only time passed): what to do, in order, and why."""
         self.now, self.wall = now, wall
         out: list[Action] = []
         if isinstance(event, Observed):
@@ -228,7 +141,7 @@ class Machine:
             self._link(event.up)
         elif isinstance(event, VipMissing):
             if self.role is Role.LEADER and self.holds_vip:
-                log.warning("VIP disappeared from the interface while leader; restoring it")
+                self._say(WARNING, "VIP disappeared from the interface while leader; restoring it")
                 out.append(AddVip())
                 self._start_announcing()
         elif isinstance(event, VipAddFailed):
@@ -237,10 +150,15 @@ class Machine:
             self._vip_stray(event)
         elif isinstance(event, Stop):
             if not self.stopping:
-                log.info("stopping (%s)", event.reason)
+                self._say(INFO, f"stopping ({event.reason})")
             self.stopping = True
+        elif isinstance(event, VipAdded | Announced):
+            pass  # what it asked for happened
+        elif isinstance(event, AnnounceFailed):
+            self._warn_repeating(f"announcement failed: {event.error}; trying again at the next")
         self._decide(out)
-        return out
+        said, self._said = tuple(self._said), []
+        return Decision(out, said)
 
     def next_wakeup(self) -> float | None:
         """The monotonic time of the next decision that depends on time alone."""
@@ -277,6 +195,11 @@ class Machine:
             self.deadline = min(self.deadline, since + t.renew_deadline)
             self.next_renew = min(self.next_renew, since + t.retry_period)
 
+    def status(self) -> PolicyStatus:
+        holder = self.observed.holder if self.observed else ""
+        held = self.deadline if self.role is Role.LEADER and self.holds_vip else None
+        return PolicyStatus(holder, self.last_renew_ok, self.last_error, held)
+
     def restart_announcing(self) -> None:
         """The VIP moved (reload): announce it as after a takeover."""
         if self.role is Role.LEADER:
@@ -288,16 +211,23 @@ class Machine:
         old = self.observed
         if old is not None and record is not None and _older(record.version, old.version):
             return  # a late watch event: never go back to an older version
+        # A new resourceVersion is a write, hence a renewal, even when its content is the same
+        # as before (the leader's wall clock stepped back to the last renewTime, or is coarse):
+        # the expiry counts from it. client-go compares the record only; waiting longer is safe.
         changed = not self.seen or (
             (old is None) != (record is None)
-            or (old is not None and record is not None and old.content() != record.content())
+            or (
+                old is not None
+                and record is not None
+                and (old.content() != record.content() or old.version != record.version)
+            )
         )
         if changed:
             self.observed_at = self.now
             holder = record.holder if record else ""
             new_holder = holder and holder != (old.holder if old else "")
             if self.role is not Role.LEADER and new_holder and holder != self.identity:
-                log.info("observed leader %s", holder)
+                self._say(INFO, f"observed leader {holder}")
         self.observed = record
         self.seen = True
         if record is None or not record.degraded:
@@ -308,9 +238,10 @@ class Machine:
             return
         self.healthy = ev.healthy
         if ev.healthy:
-            log.info("local apiserver is healthy%s", f" ({ev.detail})" if ev.detail else "")
+            detail = f" ({ev.detail})" if ev.detail else ""
+            self._say(INFO, f"local apiserver is healthy{detail}")
         else:
-            log.warning("local apiserver is unhealthy: %s", ev.detail or "check failed")
+            self._say(WARNING, f"local apiserver is unhealthy: {ev.detail or 'check failed'}")
 
     def _link(self, up: bool) -> None:
         if up == self.link_up:
@@ -318,12 +249,12 @@ class Machine:
         self.link_up = up
         if up:
             self.link_down_since = None
-            log.info("interface carrier is back")
+            self._say(INFO, "interface carrier is back")
             if self.role is Role.LEADER:
                 self._start_announcing()
         else:
             self.link_down_since = self.now
-            log.warning("interface lost carrier")
+            self._say(WARNING, "interface lost carrier")
 
     def _vip_add_failed(self, error: str, out: list[Action]) -> None:
         """A leader that cannot hold the VIP hands the lease to one that can, and waits before
@@ -428,7 +359,7 @@ class Machine:
                 self._lose(out, f"the lease was taken over by {holder or 'nobody'}")
             else:
                 self.next_renew = self.now + self.t.retry_period / 2
-                log.warning("renew failed: %s", r.error)
+                self._say(WARNING, f"renew failed: {r.error}")
         elif ev.op == "release":
             mine = r.conflict and r.record is not None and r.record.holder == self.identity
             if mine and r.record is not None and not self.re_released:
@@ -437,8 +368,9 @@ class Machine:
                 self._send(out, "release", release_record(r.record, self.wall))
                 return
             if not r.ok:
-                log.warning(
-                    "could not release the lease (%s); followers wait for it to expire", r.error
+                self._say(
+                    WARNING,
+                    f"could not release the lease ({r.error}); followers wait for it to expire",
                 )
             self._become(Role.STOPPED if self.stopping else Role.FOLLOWER, self.step_down_reason)
         elif ev.op == "request" and not r.ok:
@@ -453,12 +385,12 @@ class Machine:
             if self.seen:
                 self._settle_startup(out)
             elif self.holds_vip and self.now >= self._inherited_until():
-                log.warning(
-                    "removing a VIP left behind by an earlier run: %s",
+                why = (
                     "the lease cannot be read to prove this node still holds it"
                     if self.inherited_deadline is not None
-                    else "no deadline of that run is known on this boot",
+                    else "no deadline of that run is known on this boot"
                 )
+                self._say(WARNING, f"removing a VIP left behind by an earlier run: {why}")
                 out.append(RemoveVip())
                 self.holds_vip = False
         if self.role is Role.LEADER:
@@ -468,10 +400,10 @@ class Machine:
 
     def _inherited_until(self) -> float:
         """Until when a VIP found at start may stay while the lease is not read yet: the old
-        run's own deadline, and never longer than it takes to read the lease."""
-        if self.inherited_deadline is None:
-            return self.now
-        return min(self.inherited_deadline, self.role_since + self.t.api_timeout)
+        run's own deadline. No follower may take the lease before it (that is what the old run
+        kept it by), so waiting for the lease that long is safe, and a restart on a loaded host,
+        whose first read is slow, still carries on instead of dropping the VIP."""
+        return self.now if self.inherited_deadline is None else self.inherited_deadline
 
     def _inherited_deadline_for(self, r: LeaderRecord | None) -> float | None:
         """The deadline a restarted leader carries on with, or None: the lease must name this
@@ -493,8 +425,9 @@ class Machine:
                 self._start_announcing()
                 self._become(Role.LEADER, "this node still holds the lease from an earlier run")
                 return
-            log.warning(
-                "removing a VIP left behind by an earlier run (this node does not hold the lease)"
+            self._say(
+                WARNING,
+                "removing a VIP left behind by an earlier run (this node does not hold the lease)",
             )
             out.append(RemoveVip())
             self.holds_vip = False
@@ -537,7 +470,9 @@ class Machine:
         while self.announce_due and self.announce_due[0] <= self.now:
             self.announce_due.pop(0)
             if not self.announce_due:
-                self.announce_due.append(self.now + self.t.announce_refresh)
+                refresh = self.announce_timing.refresh
+                if refresh is not None:
+                    self.announce_due.append(self.now + refresh)
             out.append(Announce())
         if self.in_flight is None and self.now >= self.next_renew:
             degraded = self.degraded and not self._gate_open()
@@ -562,8 +497,9 @@ class Machine:
             and not r.takeover_requested_by
             and self.now >= self.next_attempt
         ):
-            log.info(
-                "leader %s is degraded and this node is healthy: asking it to hand over", r.holder
+            self._say(
+                INFO,
+                f"leader {r.holder} is degraded and this node is healthy: asking it to hand over",
             )
             self.requested_takeover_of = r.holder
             self._send(out, "request", takeover_request(r, self.identity))
@@ -573,9 +509,10 @@ class Machine:
             return
         degraded = not self._gate_open()
         if degraded:
-            log.warning(
+            self._say(
+                WARNING,
                 "no healthy node took the lease; campaigning although the local apiserver "
-                "is not healthy"
+                "is not healthy",
             )
         rec = acquire_record(r, self.identity, self._duration_s(), self.wall, degraded)
         self._send(out, "acquire", rec)
@@ -617,12 +554,15 @@ class Machine:
         out.append(Write(op, record, self.t.api_timeout))
 
     def _start_announcing(self) -> None:
-        self.announce_due = [self.now + d for d in ANNOUNCE_BURST]
+        self.announce_due = [self.now + d for d in self.announce_timing.burst]
+
+    def _say(self, level: int, sentence: str) -> None:
+        self._said.append((level, sentence))
 
     def _warn_repeating(self, msg: str) -> None:
         last, at = self._repeat
         if msg != last or self.now - at >= REPEAT_EVERY:
-            log.warning("%s", msg)
+            self._say(WARNING, msg)
             self._repeat = (msg, self.now)
 
     def _drop_vip(self, out: list[Action]) -> None:
@@ -673,13 +613,13 @@ class Machine:
         self.role_since = self.now
         self.transitions += 1
         if role is Role.LEADER:
-            log.info("became leader of %s, %s (%s)", self.lease_name, self.vip_text, why)
+            self._say(INFO, f"became leader of {self.lease_name}, {self.vip_text} ({why})")
         elif role is Role.FOLLOWER:
             holder = self.observed.holder if self.observed else ""
             who = f"; leader is {holder}" if holder and holder != self.identity else ""
-            log.info("follower of %s (%s)%s", self.lease_name, why, who)
+            self._say(INFO, f"follower of {self.lease_name} ({why}){who}")
         else:
-            log.info("%s (%s)", role.value, why)
+            self._say(INFO, f"{role.value} ({why})")
 
 
 def _older(a: str, b: str) -> bool:

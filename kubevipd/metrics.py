@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from kubevipd.supervise import supervise
+
+log = logging.getLogger("kubevipd")
 
 
 class MetricsError(Exception):
     pass
+
+
+RETRY_S = 5.0  # between two tries to listen on metrics.listen
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -53,3 +63,25 @@ class Metrics:
         except OSError as e:
             raise MetricsError(f"cannot serve metrics on {listen}: {e.strerror or e}") from None
         self.serving = True
+
+    def serve_or_retry(self, listen: str, stop: threading.Event) -> None:
+        """Metrics are not worth a VIP: a port still taken (the old daemon's socket, another
+        exporter) or an address not up yet can heal, so the daemon runs on and this tries again
+        every RETRY_S seconds, on a thread of its own, until ``stop`` is set."""
+        try:
+            self.serve(listen)
+            return
+        except MetricsError as e:
+            log.warning("%s; the VIP is served meanwhile, trying again every %gs", e, RETRY_S)
+
+        def retry() -> None:
+            while not stop.wait(RETRY_S):
+                try:
+                    self.serve(listen)
+                except MetricsError as e:
+                    log.debug("%s", e)
+                    continue
+                log.info("serving metrics on %s", listen)
+                return
+
+        supervise("metrics", retry, lambda: stop.is_set() or self.serving)

@@ -20,7 +20,8 @@ from kubevipd.config.model import (
     not_supported_yet,
 )
 from kubevipd.kubeconfig_copy import KUBECONFIG_DIR_ENV
-from kubevipd.vip.netlink import Vip, default_route_interface
+from kubevipd.vip.model import Vip
+from kubevipd.vip.netlink import default_route_interface
 
 
 class RunError(Exception):

@@ -60,6 +60,19 @@ def held_until(directory: Path) -> float | None:
         return None
 
 
+def recorded_vip(directory: Path) -> tuple[list[str], str] | None:
+    """The VIP (``address/prefix`` each) and the interface the last run held it on, as it
+    recorded them: after a reload moved the VIP, the config file names another one."""
+    try:
+        state = json.loads((directory / FILE).read_text())
+        cidrs, ifname = state["vip_cidr"], state["interface"]
+        if isinstance(cidrs, list) and cidrs and isinstance(ifname, str) and ifname:
+            return [str(c) for c in cidrs], ifname
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 def remove(directory: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         (directory / FILE).unlink()

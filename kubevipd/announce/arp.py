@@ -11,7 +11,8 @@ import logging
 import socket
 from collections.abc import Sequence
 
-from kubevipd.vip.netlink import Vip
+from kubevipd.announce.base import AnnounceError, AnnounceTiming
+from kubevipd.vip.model import Vip
 
 # scapy reads the host's routes at import and complains loudly where the unit hides /proc/net
 # (ProcSubset=pid); kubevipd only builds frames with it, so that is noise.
@@ -59,30 +60,49 @@ def frames(mac: str, vips: Sequence[Vip]) -> list[bytes]:
     return out
 
 
-class ArpAnnouncer:
-    """Sends the announcement frames for the VIP on one interface."""
+# At once, then these offsets (seconds): a switch or a host that missed the first frames (a
+# port coming up, a busy ARP queue) still learns the new MAC within a second.
+BURST = (0.0, 0.25, 0.5, 1.0)
 
-    def __init__(self, ifname: str, mac: str, vips: Sequence[Vip]) -> None:
+
+class ArpAnnouncer:
+    """Gratuitous ARP and unsolicited NA for the VIP on one interface (the Announcer contract,
+    kubevipd/announce/base.py): a burst after a takeover, then every ``refresh`` seconds, so
+    that neighbours whose entries went stale learn the MAC again."""
+
+    slow = False  # one send() a frame
+
+    def __init__(self, ifname: str, mac: str, vips: Sequence[Vip], refresh: float = 3.0) -> None:
         self.ifname = ifname
+        self.timing = AnnounceTiming(burst=BURST, refresh=refresh)
+        self._mac = mac
         self._frames = frames(mac, vips)
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         self._sock.bind((ifname, 0))
-        self._failing = False
 
     def announce(self) -> int:
-        """Send every frame once; returns how many went out. Errors are logged once a streak."""
+        """Send every frame once; returns how many went out, or raises AnnounceError naming
+        the first failure when any frame could not be sent."""
         sent = 0
+        error: OSError | None = None
         for f in self._frames:
             try:
                 self._sock.send(f)
                 sent += 1
             except OSError as e:
-                if not self._failing:
-                    log.warning("cannot send announcements on %s: %s", self.ifname, e)
-                self._failing = True
-        if sent == len(self._frames):
-            self._failing = False
+                error = error or e
+        if error is not None:
+            raise AnnounceError(
+                f"cannot send announcements on {self.ifname} "
+                f"({sent} of {len(self._frames)} sent): {error.strerror or error}"
+            )
         return sent
+
+    def withdraw(self) -> None:
+        """Nothing to send: the next holder's frames replace the neighbour entries."""
+
+    def set_vips(self, vips: Sequence[Vip]) -> None:
+        self._frames = frames(self._mac, vips)
 
     def close(self) -> None:
         self._sock.close()

@@ -14,7 +14,6 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from kubevipd.lazyimport import defer_pyroute2
 
@@ -34,7 +33,9 @@ from pyroute2.netlink.rtnl import (  # noqa: E402
 )
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl  # noqa: E402
 
-from kubevipd.config.model import IPAddress  # noqa: E402
+from kubevipd.vip.model import Vip  # noqa: E402
+
+__all__ = ["InterfaceError", "Monitor", "Vip", "VipLink", "default_route_interface"]
 from kubevipd.supervise import supervise  # noqa: E402
 
 log = logging.getLogger("kubevipd.vip")
@@ -46,19 +47,6 @@ _DONE_DEL = {errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH}
 
 class InterfaceError(Exception):
     """The interface does not exist or cannot be used."""
-
-
-@dataclass(frozen=True)
-class Vip:
-    address: IPAddress
-    prefixlen: int
-
-    @property
-    def family(self) -> int:
-        return socket.AF_INET6 if self.address.version == 6 else socket.AF_INET
-
-    def __str__(self) -> str:
-        return str(self.address)
 
 
 def default_route_interface(ipr: IPRoute | None = None) -> str | None:

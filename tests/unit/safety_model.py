@@ -29,11 +29,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from kubevipd.election.base import LeaderRecord, WriteResult
-from kubevipd.machine import (
+from kubevipd.events import (
     AddVip,
     HealthChanged,
     LinkChanged,
-    Machine,
     Observed,
     RemoveVip,
     Role,
@@ -44,6 +43,7 @@ from kubevipd.machine import (
     Write,
     WriteDone,
 )
+from kubevipd.machine import Machine
 
 WALL0 = 1_800_000_000.0
 NODES = 3
@@ -176,7 +176,7 @@ class Cluster(RuleBasedStateMachine):
         n = self.nodes[i]
         if n.down:
             return  # stopped: no daemon to hear it
-        out = n.machine.handle(event, self.now, self.wall(n))  # type: ignore[arg-type]
+        out = n.machine.handle(event, self.now, self.wall(n)).actions  # type: ignore[arg-type]
         for k, a in enumerate(out):
             if isinstance(a, Write):
                 f = InFlight(i, n.generation, a, self.now)

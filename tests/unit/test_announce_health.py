@@ -17,7 +17,7 @@ from kubevipd.announce.arp import frames
 from kubevipd.config.model import Duration, HealthSpec
 from kubevipd.health import HealthChecker
 from kubevipd.notify import Notifier
-from kubevipd.vip.netlink import Vip
+from kubevipd.vip.model import Vip
 
 MAC = "02:00:00:00:00:0b"
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from kubevipd import parts
 from kubevipd.config import load_text
-from kubevipd.daemon import timings
+from kubevipd.parts import timings
 from kubevipd.resolve import RunError, election_spec, resolve_identity, resolve_vips
-from kubevipd.vip.netlink import Vip
+from kubevipd.vip.model import Vip
 
 
 def cfg(text: str):  # type: ignore[no-untyped-def]
@@ -80,5 +81,16 @@ def test_timings_come_from_election_health_and_announce() -> None:
         )
     )
     assert (t.lease_duration, t.renew_deadline, t.retry_period) == (2.0, 1.5, 0.5)
-    assert t.link_down_grace == 0.25 and t.announce_refresh == 10.0 and not t.health_gate
+    assert t.link_down_grace == 0.25 and not t.health_gate
     assert t.api_timeout == 0.5
+
+
+def test_the_announcer_is_chosen_by_announce_mode_and_takes_its_refresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[tuple[object, ...]] = []
+    monkeypatch.setattr(parts, "ArpAnnouncer", lambda *a: made.append(a) or "arp")
+    c = cfg("vip: {address: 192.0.2.75}\nannounce: {mode: arp, arp: {refresh: 10s}}\n")
+    vips = [Vip(ipaddress.ip_address("192.0.2.75"), 32)]
+    assert parts.build_announcer(c, "eth0", "02:00:00:00:00:01", vips) == "arp"
+    assert made == [("eth0", "02:00:00:00:00:01", vips, 10.0)]

@@ -14,28 +14,39 @@ import socket
 import threading
 import time
 import urllib.request
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubevipd import daemon
+from kubevipd import cleanup, metrics
 from kubevipd import status as status_file
+from kubevipd.announce.base import AnnounceError, AnnounceTiming
 from kubevipd.config import load_text
-from kubevipd.daemon import Daemon, FromLink, Parts, _JournalFormatter
+from kubevipd.daemon import Daemon
+from kubevipd.effects import FromLink
 from kubevipd.election.base import LeaderRecord, release_record
-from kubevipd.machine import (
+from kubevipd.events import (
     AddVip,
     Announce,
+    Announced,
+    AnnounceFailed,
+    Decision,
+    HealthChanged,
     RemoveVip,
     Role,
+    VipAdded,
     VipAddFailed,
+    VipChanged,
     VipMissing,
     VipStray,
     Write,
     WriteDone,
 )
+from kubevipd.journal import JournalFormatter
 from kubevipd.notify import watchdog_fence_warning
+from kubevipd.parts import Parts, build_all_nodes_policy
 from kubevipd.supervise import supervise
 from kubevipd.vip.netlink import InterfaceError, Vip
 
@@ -70,12 +81,28 @@ class FakeLink:
 
 
 class FakeAnnouncer:
-    def __init__(self, ifname: str, mac: str, vips: list[Vip]) -> None:
+    timing = AnnounceTiming(burst=(0.0, 0.25), refresh=3.0)
+    slow = False
+
+    def __init__(self, cfg: object, ifname: str, mac: str, vips: list[Vip]) -> None:
         self.sent = 0
+        self.withdrawn = 0
+        self.vips = vips
+        self.threads: list[str] = []
+        self.fail: str | None = None
 
     def announce(self) -> int:
+        self.threads.append(threading.current_thread().name)
+        if self.fail:
+            raise AnnounceError(self.fail)
         self.sent += 1
         return 2
+
+    def withdraw(self) -> None:
+        self.withdrawn += 1
+
+    def set_vips(self, vips: list[Vip]) -> None:
+        self.vips = vips
 
     def close(self) -> None:
         pass
@@ -116,9 +143,9 @@ def loop(tmp_path: Path) -> Daemon:
         tmp_path / "run",
         Parts(link=FakeLink, announcer=FakeAnnouncer, monitor=FakeMonitor),  # type: ignore[arg-type]
     )
-    r.election = FakeElection(None, "n1")  # type: ignore[assignment]
+    r.election = r.effects.election = FakeElection(None, "n1")  # type: ignore[assignment]
     submitted: list[Write] = []
-    r.writer.submit = lambda fn, election, a, sent: submitted.append(a)  # type: ignore[method-assign, assignment]
+    r.effects.writer.submit = lambda fn, election, a, sent: submitted.append(a)  # type: ignore[method-assign, assignment]
     r.submitted = submitted  # type: ignore[attr-defined]
     return r
 
@@ -133,20 +160,20 @@ def queued(r: Daemon) -> list[object]:
 
 
 def run_batch(r: Daemon, actions: list[object]) -> None:
-    r.machine.handle = lambda *_: actions  # type: ignore[method-assign, assignment, return-value]
+    r.policy.handle = lambda *_: Decision(actions)  # type: ignore[method-assign, assignment, arg-type]
     r._step(None)
 
 
 def test_a_vip_netlink_refused_is_never_announced(loop: Daemon) -> None:
-    link: FakeLink = loop.link  # type: ignore[assignment]
+    link: FakeLink = loop.attached.link  # type: ignore[assignment]
     link.refuse_add = True
     run_batch(loop, [AddVip(), Announce()])
-    assert loop.announcer.sent == 0  # type: ignore[union-attr]
+    assert loop.attached.announcer.sent == 0  # type: ignore[union-attr]
     assert [type(e) for e in queued(loop)] == [VipAddFailed]
 
 
 def test_no_release_goes_out_while_a_vip_we_could_not_remove_may_be_up(loop: Daemon) -> None:
-    link: FakeLink = loop.link  # type: ignore[assignment]
+    link: FakeLink = loop.attached.link  # type: ignore[assignment]
     link.up, link.refuse_remove = list(link.vips), True
     record = LeaderRecord(holder="n1", lease_duration_s=5, version="3")
     release = Write("release", release_record(record, 0.0), 1.0)
@@ -162,17 +189,17 @@ def test_no_release_goes_out_while_a_vip_we_could_not_remove_may_be_up(loop: Dae
 def test_a_follower_with_the_vip_on_its_interface_removes_it(loop: Daemon) -> None:
     """Whoever put it there (a removal that failed, a person, another tool): a follower must
     not keep it. The machine hears of it and removes it; the leader's VIP is left alone."""
-    loop.machine.role, loop.machine.holds_vip = Role.FOLLOWER, False
-    loop.link.up = list(loop.vips)  # type: ignore[union-attr]
-    loop._published = ()
+    loop.policy.role, loop.policy.holds_vip = Role.FOLLOWER, False
+    loop.attached.link.up = list(loop.vips)  # type: ignore[union-attr]
+    loop.reporter.force()
     loop._publish()
     (news,) = queued(loop)
     assert isinstance(news, VipStray) and not news.failed
     loop._step(news)
-    assert loop.link.up == []  # type: ignore[union-attr]
-    loop.machine.role, loop.machine.holds_vip = Role.LEADER, True
-    loop.link.up = list(loop.vips)  # type: ignore[union-attr]
-    loop._published = ()
+    assert loop.attached.link.up == []  # type: ignore[union-attr]
+    loop.policy.role, loop.policy.holds_vip = Role.LEADER, True
+    loop.attached.link.up = list(loop.vips)  # type: ignore[union-attr]
+    loop.reporter.force()
     loop._publish()
     assert queued(loop) == []
 
@@ -181,23 +208,23 @@ def test_an_announcement_checks_the_vip_is_on_the_interface(loop: Daemon) -> Non
     """A monitor that went deaf (pyroute2 0.9) must not leave a leader announcing an address
     it does not hold: the announcement itself looks, and the VIP is restored."""
     run_batch(loop, [Announce()])
-    assert loop.announcer.sent == 0  # type: ignore[union-attr]
+    assert loop.attached.announcer.sent == 0  # type: ignore[union-attr]
     (news,) = queued(loop)
     assert isinstance(news, FromLink) and isinstance(news.event, VipMissing)
-    loop.link.up = list(loop.vips)  # type: ignore[union-attr]
+    loop.attached.link.up = list(loop.vips)  # type: ignore[union-attr]
     run_batch(loop, [Announce()])
-    assert loop.announcer.sent == 1  # type: ignore[union-attr]
+    assert loop.attached.announcer.sent == 1  # type: ignore[union-attr]
 
 
 def test_status_and_metrics_report_what_the_interface_shows(loop: Daemon) -> None:
-    loop.machine.holds_vip = True  # what the machine believes
-    loop._published = ()
+    loop.policy.holds_vip = True  # what the machine believes
+    loop.reporter.force()
     loop._publish()
     state = status_file.read(loop.run_dir)
     assert state is not None and state["vip_present"] is False
     assert loop.metrics.registry.get_sample_value("kubevipd_vip_present") == 0
-    loop.link.up = list(loop.vips)  # type: ignore[union-attr]
-    loop._published = ()
+    loop.attached.link.up = list(loop.vips)  # type: ignore[union-attr]
+    loop.reporter.force()
     loop._publish()
     state = status_file.read(loop.run_dir)
     assert state is not None and state["vip_present"] is True
@@ -253,7 +280,7 @@ def test_the_journal_gets_the_traceback_every_line_with_its_priority() -> None:
         rec = logging.LogRecord(
             "kubevipd", logging.DEBUG, __file__, 1, "details", None, sys.exc_info()
         )
-    lines = _JournalFormatter().format(rec).splitlines()
+    lines = JournalFormatter().format(rec).splitlines()
     assert lines[0] == "<7>details" and len(lines) > 2
     assert all(line.startswith("<7>") for line in lines)
     assert any("RuntimeError: boom" in line for line in lines)
@@ -288,10 +315,11 @@ def test_a_vip_moved_to_an_interface_that_is_not_there_stays_where_it_was(
     cfg = load_text("node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n").config
     parts = Parts(link=link, announcer=FakeAnnouncer, monitor=FakeMonitor)  # type: ignore[arg-type]
     r = Daemon(cfg, str(tmp_path / "kubevip.yaml"), tmp_path / "run", parts)
-    r.machine.holds_vip = True
+    r.policy.holds_vip = True
     made[-1].up = list(made[-1].vips)
     r._move_vip(r.vips, "eth9")
-    assert r.ifname == "eth0" and r.link is made[-1] and r.link.present() == r.vips
+    assert r.ifname == "eth0" and r.attached is not None and r.attached.link is made[-1]
+    assert made[-1].present() == r.vips
     assert "interface eth9 does not exist; keeping VIP 192.0.2.75 on eth0" in caplog.text
 
 
@@ -302,20 +330,20 @@ def test_a_hand_over_that_does_not_finish_in_time_still_removes_the_vip(
     twice the API timeout plus a second, removes the VIP and exits 0."""
     import time
 
-    from kubevipd.machine import Role, Stop
+    from kubevipd.events import Role, Stop
 
-    link: FakeLink = loop.link  # type: ignore[assignment]
+    link: FakeLink = loop.attached.link  # type: ignore[assignment]
     link.up = list(link.vips)
-    loop.machine.role, loop.machine.holds_vip = Role.LEADER, True
-    loop.machine.observed = LeaderRecord(holder="n1", lease_duration_s=5, version="3")
-    loop.machine.deadline = time.monotonic() + 60
-    loop.machine.next_renew = time.monotonic() + 60
+    loop.policy.role, loop.policy.holds_vip = Role.LEADER, True
+    loop.policy.observed = LeaderRecord(holder="n1", lease_duration_s=5, version="3")
+    loop.policy.deadline = time.monotonic() + 60
+    loop.policy.next_renew = time.monotonic() + 60
     loop._connect_election = lambda: None  # type: ignore[method-assign]
     loop.q.put(Stop("SIGTERM"))
     t0 = time.monotonic()
     assert loop.run() == 0
     took = time.monotonic() - t0
-    limit = loop.machine.t.api_timeout * 2 + 1.0
+    limit = loop.policy.t.api_timeout * 2 + 1.0
     assert limit - 0.1 < took < limit + 1.0, took
     assert link.up == [] and "hand-over did not finish in time" in caplog.text
     assert [w.op for w in loop.submitted] == ["release"]  # type: ignore[attr-defined]
@@ -340,13 +368,13 @@ def test_metrics_on_a_taken_port_are_tried_again_while_the_daemon_runs(
 ) -> None:
     """A port still taken can heal: not exit status 2 (never restarted) but a warning, the VIP
     served meanwhile, and metrics once the port is free."""
-    monkeypatch.setattr(daemon, "METRICS_RETRY_S", 0.05)
+    monkeypatch.setattr(metrics, "RETRY_S", 0.05)
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()
     listen = f"127.0.0.1:{blocker.getsockname()[1]}"
     try:
-        loop._serve_metrics(listen)  # returns: the loop goes on
+        loop.metrics.serve_or_retry(listen, loop._metrics_stop)  # returns: the loop goes on
         assert not loop.metrics.serving
         assert f"cannot serve metrics on {listen}" in caplog.text
     finally:
@@ -357,3 +385,113 @@ def test_metrics_on_a_taken_port_are_tried_again_while_the_daemon_runs(
     with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as r:
         assert b"kubevipd_vip_present" in r.read()
     loop._metrics_stop.set()
+
+
+# ------------------------------------------------------------------ the seams, with fakes
+
+
+class FakeSource:
+    """A VIP source that moves the VIP by itself (as a DNS name will)."""
+
+    def __init__(self, cfg: object) -> None:
+        self.vips: tuple[Vip, ...] = (Vip(ip_address("192.0.2.75"), 32),)
+        self.emit: Any = None
+        self.roles: list[bool] = []
+
+    def current(self) -> tuple[Vip, ...]:
+        return self.vips
+
+    def start(self, emit: Any) -> None:
+        self.emit = emit
+
+    def on_role(self, leading: bool) -> None:
+        self.roles.append(leading)
+
+    def reload(self, cfg: object) -> tuple[Vip, ...]:
+        return self.vips
+
+    def stop(self) -> None:
+        pass
+
+
+def seams(tmp_path: Path, **parts: Any) -> Daemon:
+    cfg = load_text("node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n").config
+    every = {"link": FakeLink, "announcer": FakeAnnouncer, "monitor": FakeMonitor, **parts}
+    return Daemon(cfg, str(tmp_path / "kubevip.yaml"), tmp_path / "run", Parts(**every))
+
+
+def test_any_policy_runs_the_loop_and_the_loop_logs_what_it_says(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The all-nodes policy (hold while healthy, never write) in the loop the Lease machine
+    runs in: nothing in the loop names either."""
+    r = seams(tmp_path, policy=build_all_nodes_policy, vip_source=FakeSource)
+    assert r.attached is not None
+    link: FakeLink = r.attached.link  # type: ignore[assignment]
+    announcer: FakeAnnouncer = r.attached.announcer  # type: ignore[assignment]
+    with caplog.at_level(logging.INFO, logger="kubevipd.machine"):
+        r.dispatch(HealthChanged(True))
+    assert link.up == r.vips and announcer.sent == 1  # its burst starts at once
+    assert "leader: healthy: every healthy node holds the VIP" in caplog.text
+    assert r.source.roles == [True]  # type: ignore[attr-defined]
+    r.dispatch(HealthChanged(False))
+    assert link.up == [] and r.policy.role is Role.FOLLOWER
+    assert r.source.roles == [True, False]  # type: ignore[attr-defined]
+    assert [type(e) for e in queued(r)] == [VipAdded, Announced]  # each outcome reported
+
+
+def test_a_vip_source_that_moves_the_vip_takes_the_one_path_and_cleanup_follows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = seams(tmp_path, policy=build_all_nodes_policy, vip_source=FakeSource)
+    r.source.start(r.put)
+    r.dispatch(HealthChanged(True))
+    moved = (Vip(ip_address("192.0.2.76"), 32),)
+    r.source.emit(VipChanged(moved, "eth1"))  # type: ignore[attr-defined]
+    (item,) = [e for e in queued(r) if isinstance(e, VipChanged)]
+    r.dispatch(item)
+    assert r.attached is not None
+    link: FakeLink = r.attached.link  # type: ignore[assignment]
+    assert (link.ifname, link.up) == ("eth1", list(moved))  # held there, by the leader
+    state = status_file.read(r.run_dir)
+    assert state is not None and (state["vip_cidr"], state["interface"]) == (
+        ["192.0.2.76/32"],
+        "eth1",
+    )
+    # A crash now: cleanup removes what the daemon held, not what the config file names.
+    removed: list[tuple[str, list[Vip]]] = []
+
+    class Left(FakeLink):
+        def __init__(self, ifname: str, vips: list[Vip]) -> None:
+            super().__init__(ifname, vips)
+            self.up = list(vips)
+            removed.append((ifname, vips))
+
+    monkeypatch.setattr(cleanup, "VipLink", Left)
+    assert cleanup.cleanup(r.cfg, r.run_dir) == 0
+    assert removed == [("eth1", list(moved))]
+
+
+def next_of(r: Daemon, kind: type) -> object:
+    """The next queued item of that kind, waiting for it (bounded): other threads queue too."""
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        item = r.q.get(timeout=max(0.0, end - time.monotonic()))
+        if isinstance(item, kind):
+            return item
+    raise AssertionError(f"no {kind.__name__} within 5s")
+
+
+def test_a_slow_announcer_runs_off_the_loop_and_reports_its_outcome(loop: Daemon) -> None:
+    assert loop.attached is not None
+    announcer: FakeAnnouncer = loop.attached.announcer  # type: ignore[assignment]
+    announcer.slow = True  # type: ignore[misc]
+    loop.attached.link.up = list(loop.vips)  # type: ignore[attr-defined]
+    loop.policy.role, loop.policy.holds_vip = Role.LEADER, True
+    run_batch(loop, [Announce()])
+    assert next_of(loop, Announced | AnnounceFailed) == Announced(2)
+    assert announcer.threads and announcer.threads[0] != threading.current_thread().name
+    announcer.fail = "cannot reach the API: timed out"
+    run_batch(loop, [Announce()])
+    failed = next_of(loop, Announced | AnnounceFailed)
+    assert failed == AnnounceFailed("cannot reach the API: timed out")

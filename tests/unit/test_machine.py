@@ -7,13 +7,14 @@ from dataclasses import replace
 
 import pytest
 
+from kubevipd.announce.base import ONCE, AnnounceTiming
 from kubevipd.election.base import DEGRADED, TAKEOVER, LeaderRecord, WriteResult
-from kubevipd.machine import (
+from kubevipd.events import (
     AddVip,
     Announce,
+    Decision,
     HealthChanged,
     LinkChanged,
-    Machine,
     Observed,
     RemoveVip,
     Role,
@@ -25,10 +26,10 @@ from kubevipd.machine import (
     Write,
     WriteDone,
 )
+from kubevipd.machine import Machine
 
-T = Timings(
-    lease_duration=5, renew_deadline=3, retry_period=1, link_down_grace=1, announce_refresh=3
-)
+T = Timings(lease_duration=5, renew_deadline=3, retry_period=1, link_down_grace=1)
+ARP = AnnounceTiming(burst=(0.0, 0.25, 0.5, 1.0), refresh=3.0)  # what ArpAnnouncer declares
 WALL0 = 1_800_000_000.0
 
 
@@ -45,6 +46,7 @@ class Sim:
     ) -> None:
         self.now = 100.0
         self.skew = skew
+        self.said: list[str] = []  # every sentence of every decision, in order
         self.m = Machine(
             ident,
             t,
@@ -52,14 +54,20 @@ class Sim:
             wall=WALL0 + skew,
             vip_at_start=vip_at_start,
             inherited_deadline=inherited,
+            announce_timing=ARP,
         )
 
     @property
     def wall(self) -> float:
         return WALL0 + self.now - 100.0 + self.skew
 
+    def decide(self, e: object) -> Decision:
+        d = self.m.handle(e, self.now, self.wall)  # type: ignore[arg-type]
+        self.said.extend(sentence for _, sentence in d.said)
+        return d
+
     def ev(self, e: object) -> list[object]:
-        return list(self.m.handle(e, self.now, self.wall))  # type: ignore[arg-type]
+        return list(self.decide(e).actions)
 
     def tick(self, dt_: float) -> list[object]:
         self.now += dt_
@@ -170,23 +178,21 @@ def test_an_acquire_error_is_retried_after_retry_period() -> None:
     assert s.write_of(s.tick(0.1)).op == "acquire"
 
 
-def test_a_repeating_acquire_failure_is_logged_once_a_minute(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_a_repeating_acquire_failure_is_said_once_a_minute() -> None:
     s = Sim()
     s.healthy()
     w = s.write_of(s.ev(Observed(None)))
     for _ in range(30):  # 30 failures, one a second
         s.complete(w, ok=False, error="HTTP 403: forbidden", error_kind="forbidden")
         w = s.write_of(s.tick(1.0))
-    lines = [r for r in caplog.records if "could not acquire" in r.message]
-    assert len(lines) == 1 and "HTTP 403" in lines[0].message
+    lines = [line for line in s.said if "could not acquire" in line]
+    assert lines == ["could not acquire the lease: HTTP 403: forbidden; retrying"]
     for _ in range(31):
         s.complete(w, ok=False, error="HTTP 403: forbidden", error_kind="forbidden")
         w = s.write_of(s.tick(1.0))
-    assert len([r for r in caplog.records if "could not acquire" in r.message]) == 2
-    s.complete(w, ok=False, error="HTTP 500: boom", error_kind="server")
-    assert "HTTP 500" in caplog.records[-1].message  # a new failure is logged at once
+    assert len([line for line in s.said if "could not acquire" in line]) == 2
+    d = s.decide(WriteDone(w.op, WriteResult(ok=False, error="HTTP 500: boom"), s.now))
+    assert d.why == "could not acquire the lease: HTTP 500: boom; retrying"  # a new one at once
 
 
 def test_a_late_watch_event_never_moves_the_observation_back() -> None:
@@ -659,14 +665,12 @@ def test_an_inherited_deadline_that_passed_removes_the_vip() -> None:
     assert RemoveVip() in s.ev(Observed(held_by("n1")))
 
 
-def test_a_vip_left_behind_goes_when_the_lease_cannot_be_read() -> None:
+def test_a_vip_left_behind_goes_at_the_old_deadline_when_the_lease_cannot_be_read() -> None:
     s = Sim("n1", vip_at_start=True, inherited=102.5)
-    assert s.tick(0.5) == []
-    assert s.m.next_wakeup() == pytest.approx(101.0)  # one API timeout to read the lease
-    assert s.tick(0.5) == [RemoveVip()]
-    early = Sim("n1", vip_at_start=True, inherited=100.3)  # ... or the old deadline, if sooner
-    assert early.m.next_wakeup() == pytest.approx(100.3)
-    assert early.tick(0.3) == [RemoveVip()]
+    assert s.tick(0.5) == []  # a slow first read (a loaded host) does not drop it
+    assert s.m.next_wakeup() == pytest.approx(102.5)  # the old run's own deadline
+    assert s.tick(1.99) == []
+    assert s.tick(0.01) == [RemoveVip()]
 
 
 def test_next_wakeup_tells_the_loop_when_time_alone_matters() -> None:
@@ -757,3 +761,53 @@ def test_a_reload_right_after_a_restart_shortens_the_inherited_deadline() -> Non
     assert s.m.role is Role.LEADER and s.m.deadline == pytest.approx(107.9)
     s.m.set_timings(replace(T, lease_duration=3, renew_deadline=2, retry_period=0.5))
     assert s.m.deadline == pytest.approx(s.now + 2)
+
+
+# ------------------------------------------------------------------ decisions and their reasons
+
+
+def test_every_decision_says_why() -> None:
+    s = Sim()
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    d = s.decide(
+        WriteDone(w.op, WriteResult(ok=True, record=replace(w.record, version="1")), s.now)
+    )
+    assert AddVip() in d.actions
+    assert d.why == "became leader of the lease, the VIP (acquired the lease)"
+    s.now += 3.0  # no renewal answered within the renew deadline
+    d = s.decide(None)
+    assert RemoveVip() in d.actions
+    assert d.says("lost leadership: could not renew the lease within 3s")
+
+
+def test_the_announcers_own_timing_is_kept() -> None:
+    """BGP announces once and keeps the route up itself: one Announce, no refresh."""
+    s = Sim()
+    s.m.announce_timing = ONCE
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    assert s.complete(w).count(Announce()) == 1
+    for _ in range(10):
+        assert Announce() not in s.tick(1.0)
+    lead, _ = leader()  # ARP's: a burst at 0, 0.25, 0.5 and 1s, then every 3s
+    times = []
+    for i in range(1, 30):
+        out = lead.tick(0.25)
+        if Announce() in out:
+            times.append(i * 0.25)
+        for w in [a for a in out if isinstance(a, Write)]:
+            lead.complete(w)  # renewals succeed: it stays leader
+    assert times == [0.25, 0.5, 1.0, 4.0, 7.0]
+
+
+def test_a_renewal_with_the_same_content_still_restarts_the_followers_expiry() -> None:
+    """The leader's wall clock stepped back to its last renewTime: the renewal reads the same,
+    but it is a new version, a write: the follower must wait a full lease from it."""
+    s = Sim("n2")
+    s.healthy()
+    s.ev(Observed(held_by("n1", version="7")))
+    s.tick(4.0)
+    s.ev(Observed(held_by("n1", version="8")))  # same holder, same renewTime
+    assert s.tick(4.9) == []  # 8.9s after the first, 4.9s after the renewal
+    assert s.write_of(s.tick(0.2)).op == "acquire"

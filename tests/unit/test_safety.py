@@ -18,7 +18,8 @@ from hypothesis.stateful import run_state_machine_as_test
 from safety_model import Cluster  # tests/unit is on sys.path (pytest rootdir-relative)
 
 from kubevipd.election.base import LeaderRecord
-from kubevipd.machine import Action, Event, Machine, Timings, VipStray, WriteDone
+from kubevipd.events import Decision, Event, Timings, VipStray, WriteDone
+from kubevipd.machine import Machine
 
 SETTINGS = settings(
     max_examples=1000,
@@ -53,7 +54,7 @@ class AnswerClock(Machine):
     """Counts the leader's renew deadline from when the answer arrived, not when the request
     was sent (the rule the safety argument rests on; the example tests pass on this one)."""
 
-    def handle(self, event: Event | None, now: float, wall: float) -> list[Action]:
+    def handle(self, event: Event | None, now: float, wall: float) -> Decision:
         if isinstance(event, WriteDone):
             event = replace(event, sent_at=now)
         return super().handle(event, now, wall)
@@ -89,7 +90,7 @@ class IgnoresARefusedRemoval(Machine):
     """Believes the VIP gone once it asked for its removal, though netlink refused it: the
     follower keeps the VIP while another node takes the lease."""
 
-    def handle(self, event: Event | None, now: float, wall: float) -> list[Action]:
+    def handle(self, event: Event | None, now: float, wall: float) -> Decision:
         return super().handle(None if isinstance(event, VipStray) else event, now, wall)
 
 

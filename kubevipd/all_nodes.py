@@ -1,0 +1,147 @@
+"""The all-nodes policy: every healthy node holds the VIP, and nothing is ever written.
+
+For BGP's ECMP mode, where every control-plane node announces VIP/32 and the routers spread
+the traffic: there is no Lease, so no election and no hand-over, only health. It implements
+the Policy contract (kubevipd/policy.py) beside the Lease machine, without touching it; the
+factory in kubevipd/parts.py will select it on its own setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kubevipd.announce.base import ONCE, AnnounceTiming
+from kubevipd.events import (
+    INFO,
+    WARNING,
+    Action,
+    AddVip,
+    Announce,
+    Decision,
+    Event,
+    HealthChanged,
+    LinkChanged,
+    RemoveVip,
+    Role,
+    Stop,
+    Timings,
+    VipAddFailed,
+    VipMissing,
+    VipStray,
+)
+from kubevipd.policy import PolicyStatus
+
+
+@dataclass
+class AllNodes:
+    identity: str
+    t: Timings
+    now: float
+    vip_at_start: bool = False
+    vip_text: str = "the VIP"
+    announce_timing: AnnounceTiming = ONCE
+
+    role: Role = Role.STARTING
+    role_since: float = 0.0
+    transitions: int = 0
+    holds_vip: bool = False
+    link_up: bool = True
+    healthy: bool | None = None
+    stopping: bool = False
+    last_error: str = ""
+    retry_at: float = 0.0  # after netlink refused the VIP
+    link_down_since: float | None = None
+    announce_due: list[float] = field(default_factory=list)
+    _said: list[tuple[int, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.role_since = self.now
+        self.holds_vip = self.vip_at_start
+
+    def handle(self, event: Event | None, now: float, wall: float) -> Decision:
+        self.now = now
+        out: list[Action] = []
+        if isinstance(event, HealthChanged):
+            self.healthy = event.healthy
+        elif isinstance(event, LinkChanged):
+            self.link_up = event.up
+            self.link_down_since = None if event.up else now
+        elif isinstance(event, VipMissing) and self.holds_vip:
+            self._say(WARNING, "VIP disappeared from the interface; restoring it")
+            out.append(AddVip())
+            self._announce_from_now()
+        elif isinstance(event, VipAddFailed):
+            self.holds_vip = False
+            self.last_error = event.error
+            self.retry_at = now + self.t.lease_duration
+        elif isinstance(event, VipStray) and not self.holds_vip:
+            out.append(RemoveVip())
+        elif isinstance(event, Stop):
+            self.stopping = True
+        self._decide(out)
+        said, self._said = tuple(self._said), []
+        return Decision(out, said)
+
+    def _decide(self, out: list[Action]) -> None:
+        if self.stopping:
+            self._drop(out)
+            self._become(Role.STOPPED, "stopped")
+            return
+        link_ok = self.link_down_since is None or self.now < self.link_down_since + (
+            self.t.link_down_grace
+        )
+        should = (not self.t.health_gate or self.healthy is True) and link_ok
+        if should and not self.holds_vip and self.now >= self.retry_at:
+            out.append(AddVip())
+            self.holds_vip = True
+            self._announce_from_now()
+            self._become(Role.LEADER, "healthy: every healthy node holds the VIP")
+        elif not should and self.holds_vip:
+            self._drop(out)
+            why = "the local apiserver is unhealthy" if link_ok else "the interface lost carrier"
+            self._become(Role.FOLLOWER, why)
+        elif not should and self.role is Role.STARTING and self.healthy is not None:
+            self._become(Role.FOLLOWER, "waiting to be healthy")
+        while self.holds_vip and self.announce_due and self.announce_due[0] <= self.now:
+            self.announce_due.pop(0)
+            if not self.announce_due and self.announce_timing.refresh is not None:
+                self.announce_due.append(self.now + self.announce_timing.refresh)
+            out.append(Announce())
+
+    def _drop(self, out: list[Action]) -> None:
+        if self.holds_vip:
+            out.append(RemoveVip())
+            self.holds_vip = False
+        self.announce_due = []
+
+    def _announce_from_now(self) -> None:
+        self.announce_due = [self.now + d for d in self.announce_timing.burst]
+
+    def next_wakeup(self) -> float | None:
+        times = [*self.announce_due[:1]]
+        if self.link_down_since is not None and self.holds_vip:
+            times.append(self.link_down_since + self.t.link_down_grace)
+        if not self.holds_vip and self.retry_at > self.now:
+            times.append(self.retry_at)
+        return min(times) if times else None
+
+    def status(self) -> PolicyStatus:
+        holder = self.identity if self.holds_vip else ""
+        return PolicyStatus(holder, None, self.last_error, None)
+
+    def set_timings(self, t: Timings) -> None:
+        self.t = t
+
+    def restart_announcing(self) -> None:
+        if self.holds_vip:
+            self._announce_from_now()
+
+    def _say(self, level: int, sentence: str) -> None:
+        self._said.append((level, sentence))
+
+    def _become(self, role: Role, why: str) -> None:
+        if role is self.role:
+            return
+        self.role, self.role_since = role, self.now
+        self.transitions += 1
+        self._say(INFO, f"{role.value}: {why}, {self.vip_text}")

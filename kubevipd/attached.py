@@ -1,0 +1,96 @@
+"""The parts bound to one interface and one VIP: the netlink link, the announcer, the monitor.
+
+They come and go together: at start, and whenever the VIP moves (a reload, later a DNS name or
+a DHCP lease). Each attachment has a generation; news from a monitor of an older one is
+dropped by the main loop, so a reload never acts on what the replaced interface said.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from kubevipd.announce.base import Announcer
+from kubevipd.config.model import Config
+from kubevipd.effects import Effects, FromLink
+from kubevipd.events import LinkChanged, VipMissing
+from kubevipd.parts import Parts
+from kubevipd.resolve import RunError, resolve_interface
+from kubevipd.vip.model import Vip
+from kubevipd.vip.netlink import InterfaceError, Monitor, VipLink
+
+log = logging.getLogger("kubevipd")
+
+
+class InterfaceMissing(RunError):
+    """The interface is not there (yet): transient at start, so exit status 1, not 2."""
+
+
+class Attached:
+    def __init__(
+        self,
+        parts: Parts,
+        cfg: Config,
+        ifname: str,
+        vips: list[Vip],
+        effects: Effects,
+        put: Callable[[object], None],
+    ) -> None:
+        """Bind to ``ifname`` for ``vips`` and point the effects at these parts."""
+        try:
+            self.link: VipLink = parts.link(ifname, vips)
+        except InterfaceError as e:
+            raise InterfaceMissing(str(e)) from None
+        self.announcer: Announcer = parts.announcer(cfg, ifname, self.link.mac(), vips)
+        effects.link, effects.announcer, effects.ifname, effects.vip_count = (
+            self.link,
+            self.announcer,
+            ifname,
+            len(vips),
+        )
+        effects.generation += 1
+        gen = self.generation = effects.generation
+        self.monitor: Monitor = parts.monitor(
+            self.link.index,
+            vips,
+            on_link=lambda up: put(FromLink(gen, LinkChanged(up))),
+            on_vip_gone=lambda: put(FromLink(gen, VipMissing())),
+        )
+        self.monitor.start()
+
+    def detach(self, effects: Effects) -> None:
+        self.monitor.stop()
+        self.announcer.close()
+        self.link.close()
+        effects.link = effects.announcer = None
+
+
+def attach_when_there(
+    parts: Parts,
+    cfg: Config,
+    vips: list[Vip],
+    effects: Effects,
+    put: Callable[[object], None],
+    wait: float,
+) -> tuple[Attached, str]:
+    """At boot the interface may come up after us (a bond, a VLAN, a late driver), and with no
+    ``interface`` set, the default route too: wait for it up to ``wait`` seconds (within
+    systemd's start timeout), then raise InterfaceMissing, exit status 1, so that systemd tries
+    again. A missing interface can heal by itself, so it is never exit status 2."""
+    end = time.monotonic() + wait
+    waiting = False
+    while True:
+        try:
+            try:
+                ifname = resolve_interface(cfg)
+            except RunError as e:
+                raise InterfaceMissing(str(e)) from None
+            return Attached(parts, cfg, ifname, vips, effects, put), ifname
+        except InterfaceMissing as e:
+            if time.monotonic() >= end:
+                raise
+            if not waiting:
+                log.warning("%s; waiting up to %gs for it", e, wait)
+                waiting = True
+            time.sleep(0.5)

@@ -30,6 +30,7 @@ from kubevipd.events import (
     Announced,
     AnnounceFailed,
     Event,
+    HoldVip,
     RemoveVip,
     VipAdded,
     VipAddFailed,
@@ -87,13 +88,14 @@ class Effects:
         assert self.link is not None and self.announcer is not None
         if isinstance(a, Write):
             return self._submit_write(a)
-        if isinstance(a, AddVip):
+        if isinstance(a, AddVip | HoldVip):
             try:
-                self.link.add()
+                self.link.add(a.lifetime)
             except InterfaceError as e:
                 self.vip_add_failed(e)
                 return False
-            self.put(VipAdded())
+            if isinstance(a, AddVip):
+                self.put(VipAdded())
         elif isinstance(a, RemoveVip):
             try:
                 self.link.remove()

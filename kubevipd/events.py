@@ -135,7 +135,17 @@ class Write:
 
 @dataclass(frozen=True)
 class AddVip:
-    pass
+    """Put the VIP on the interface; with ``lifetime``, the kernel removes it by itself that
+    many seconds later unless a HoldVip extends it (None: it stays until removed)."""
+
+    lifetime: int | None = None
+
+
+@dataclass(frozen=True)
+class HoldVip:
+    """Set the kernel lifetime of the VIP that is there (after each renewal)."""
+
+    lifetime: int | None
 
 
 @dataclass(frozen=True)
@@ -148,7 +158,7 @@ class Announce:
     pass
 
 
-Action = Write | AddVip | RemoveVip | Announce
+Action = Write | AddVip | HoldVip | RemoveVip | Announce
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ timestamps are never compared with the local clock, so skew between nodes cannot
 lease duration written is rounded *up* to whole seconds, so followers never wait less than the
 leader holds. Two more rules keep it across a restart and a reload: a VIP left by a crashed run
 stays only until that run's own deadline, measured on the monotonic clock (never this host's wall
-clock, which may have stepped); and shorter timings shorten the running deadline at once.
+clock, which may have stepped); and shorter timings shorten the running deadline at once. A
+fence for a daemon that froze or died: the VIP's kernel lifetime ends, however late the kernel
+acts on it, before any follower may take the lease (_vip_lifetime).
 tests/unit/test_safety.py checks the property on arbitrary interleavings (hypothesis).
 """
 
@@ -42,6 +44,7 @@ from kubevipd.events import (
     Decision,
     Event,
     HealthChanged,
+    HoldVip,
     LinkChanged,
     Observed,
     RemoveVip,
@@ -62,6 +65,9 @@ ADD_RETRY_MAX = 60.0  # seconds: the longest a node that could not add the VIP s
 # A removal netlink refused is tried again at once (a transient error is gone by then), then
 # after these pauses, doubling, up to the retry period: there is no safe alternative to trying.
 REMOVE_RETRY_FIRST = 0.05
+# The kernel fence (see _vip_lifetime): Linux removes an address whose lifetime ended at its next
+# check, which runs at most once a second with 250 ms of slack; so up to this late.
+KERNEL_LATE = 1.3
 
 
 @dataclass
@@ -109,6 +115,10 @@ class Machine:
     # that can hold the VIP instead of coming back here at once.
     cannot_hold_until: float = 0.0
     add_failures: int = 0  # in a row; a renew after the VIP went up resets it
+    # The earliest a follower may take the lease after our last successful write: its sent
+    # time plus the lease duration it wrote. The kernel lifetime of the VIP ends before it.
+    takeover_after: float = 0.0
+    kernel_lifetime: int | None = None  # the lifetime last given to the VIP (None: forever)
     # A VIP on the interface that this node does not hold: when to remove it again (None: not
     # pending), and how many removals failed in a row.
     remove_due: float | None = None
@@ -141,9 +151,7 @@ class Machine:
             self._link(event.up)
         elif isinstance(event, VipMissing):
             if self.role is Role.LEADER and self.holds_vip:
-                self._say(WARNING, "VIP disappeared from the interface while leader; restoring it")
-                out.append(AddVip())
-                self._start_announcing()
+                self._restore_vip(out)
         elif isinstance(event, VipAddFailed):
             self._vip_add_failed(event.error, out)
         elif isinstance(event, VipStray):
@@ -294,6 +302,44 @@ class Machine:
             self.remove_due = None
             out.append(RemoveVip())
 
+    def _vip_lifetime(self) -> int | None:
+        """Whole seconds for the kernel to keep the VIP: a fence that needs no running daemon.
+
+        It lasts until our own deadline (a living daemon decides, and removes the VIP itself at
+        its deadline; the kernel may act 20 ms early), and ends, even as late as the kernel may
+        act on it, before any follower may take the lease: a daemon that froze, was killed, or
+        restarts too slowly loses the VIP by itself in time. None when the timings leave no
+        such second (the lease must be about 1.3 s longer than the renew deadline): the VIP
+        then stays until removed, and the systemd watchdog with ExecStopPost is the only fence.
+        """
+        left = self.deadline - self.now
+        if left <= 0:
+            return None
+        life = math.ceil(left)
+        return life if self.now + life + KERNEL_LATE <= self.takeover_after else None
+
+    def _hold_vip(self, out: list[Action]) -> None:
+        """After a renewal: extend the kernel's lifetime of the VIP (or set it forever again,
+        after a reload that left no room for a fence)."""
+        if not self.holds_vip:
+            return
+        life = self._vip_lifetime()
+        if life is not None or self.kernel_lifetime is not None:
+            out.append(HoldVip(life))
+        self.kernel_lifetime = life
+
+    def _restore_vip(self, out: list[Action]) -> None:
+        life = self._vip_lifetime()
+        if self.kernel_lifetime is not None and life is None:
+            # Its kernel lifetime ended: renewals failed for about the whole renew deadline,
+            # which is all but over. Putting it back for a moment would outlive the fence.
+            self._say(WARNING, "VIP expired at the end of its kernel lifetime; not restoring it")
+            return
+        self._say(WARNING, "VIP disappeared from the interface while leader; restoring it")
+        self.kernel_lifetime = life
+        out.append(AddVip(life))
+        self._start_announcing()
+
     def _gate_open(self) -> bool:
         return not self.t.health_gate or self.healthy is True
 
@@ -329,10 +375,14 @@ class Machine:
                 self.deadline = ev.sent_at + self._held_for()
                 self.next_renew = ev.sent_at + self.t.retry_period
                 self.last_renew_ok = ev.sent_at
+                self.takeover_after = ev.sent_at + r.record.lease_duration_s
                 self.degraded = r.record.degraded
                 if not self.holds_vip:
-                    out.append(AddVip())
+                    self.kernel_lifetime = self._vip_lifetime()
+                    out.append(AddVip(self.kernel_lifetime))
                     self.holds_vip = True
+                else:
+                    self._hold_vip(out)
                 self._start_announcing()
                 self._become(Role.LEADER, "acquired the lease")
             elif not r.conflict:
@@ -350,8 +400,10 @@ class Machine:
                 self.deadline = ev.sent_at + self._held_for()
                 self.next_renew = ev.sent_at + self.t.retry_period
                 self.last_renew_ok = ev.sent_at
+                self.takeover_after = ev.sent_at + r.record.lease_duration_s
                 self.degraded = r.record.degraded
                 self.add_failures = 0
+                self._hold_vip(out)
             elif r.conflict and r.record is not None and r.record.holder == self.identity:
                 self.next_renew = self.now  # someone touched the lease; renew on the new version
             elif r.conflict or r.missing:

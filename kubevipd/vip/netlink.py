@@ -1,18 +1,21 @@
 """Add and remove the VIP with netlink, and watch the link and the address.
 
-Every operation is idempotent (pyroute2 0.7 reports an existing address as errno 17 and a
-missing one as errno 99: both mean "already done"), and IPv6 VIPs are added with IFA_F_NODAD so
-they answer at once instead of after duplicate address detection.
+Every operation is idempotent (an add creates or replaces; pyroute2 0.7 reports a missing
+address to delete as errno 99, which means "already done"), and IPv6 VIPs are added with
+IFA_F_NODAD so they answer at once instead of after duplicate address detection. An add may give
+the address a lifetime: the kernel then removes it by itself unless it is added again in time.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from kubevipd.lazyimport import defer_pyroute2
@@ -41,7 +44,6 @@ from kubevipd.supervise import supervise  # noqa: E402
 log = logging.getLogger("kubevipd.vip")
 
 IFA_F_NODAD = 0x02
-_DONE_ADD = {errno.EEXIST}
 _DONE_DEL = {errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH}
 
 
@@ -67,8 +69,64 @@ def default_route_interface(ipr: IPRoute | None = None) -> str | None:
             ipr.close()
 
 
+# --- raw address requests: one path for every pyroute2 release, with a lifetime the kernel keeps
+
+RTM_NEWADDR = 20
+NLMSG_ERROR = 2
+NLM_F_ACK = 0x4
+NLM_F_REPLACE = 0x100
+NLM_F_CREATE = 0x400
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFA_CACHEINFO = 6
+IFA_FLAGS = 8
+FOREVER = 0xFFFFFFFF
+
+
+def _nla(kind: int, payload: bytes) -> bytes:
+    size = 4 + len(payload)
+    return struct.pack("=HH", size, kind) + payload + b"\0" * (-size % 4)
+
+
+def address_request(index: int, vip: Vip, lifetime: int | None, seq: int) -> bytes:
+    """RTM_NEWADDR, create or replace: the address with ``lifetime`` seconds of valid and
+    preferred lifetime (None: forever). Replacing an address that is there changes only its
+    lifetime, which is how a renewal extends it."""
+    v6 = vip.address.version == 6
+    flags = IFA_F_NODAD if v6 else 0
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    packed = vip.address.packed
+    life = FOREVER if lifetime is None else lifetime
+    body = struct.pack("=BBBBI", family, vip.prefixlen, flags, 0, index)  # scope: universe
+    body += _nla(IFA_ADDRESS, packed)
+    if not v6:
+        body += _nla(IFA_LOCAL, packed)
+    body += _nla(IFA_CACHEINFO, struct.pack("=IIII", life, life, 0, 0))
+    body += _nla(IFA_FLAGS, struct.pack("=I", flags))
+    flags16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+    return struct.pack("=IHHII", 16 + len(body), RTM_NEWADDR, flags16, seq, 0) + body
+
+
+def _ack_error(data: bytes, seq: int) -> int | None:
+    """The errno of the kernel's answer to ``seq`` (0: done), or None if this is not it."""
+    offset = 0
+    while offset + 16 <= len(data):
+        size, kind, _, got_seq, _ = struct.unpack_from("=IHHII", data, offset)
+        if kind == NLMSG_ERROR and got_seq == seq and size >= 20:
+            error: int = struct.unpack_from("=i", data, offset + 16)[0]
+            return -error
+        offset += max(16, (size + 3) & ~3)
+    return None
+
+
 class VipLink:
-    """The VIP's addresses on one interface. Not thread-safe: the main loop owns it."""
+    """The VIP's addresses on one interface. Not thread-safe: the main loop owns it.
+
+    Addresses go on with a request of our own (``address_request``), the same on every pyroute2
+    release (0.7 ignores a lifetime given to ``addr()``); reads and removals use pyroute2.
+    """
+
+    ACK_TIMEOUT = 2.0  # seconds: the kernel answers at once; a bound all the same
 
     def __init__(self, ifname: str, vips: Sequence[Vip], ipr: IPRoute | None = None) -> None:
         self.ifname = ifname
@@ -79,9 +137,13 @@ class VipLink:
             self._ipr.close()
             raise InterfaceError(f"interface {ifname} does not exist")
         self.index: int = found[0]
+        self._nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self._nl.bind((0, 0))
+        self._seq = 0
 
     def close(self) -> None:
         self._ipr.close()
+        self._nl.close()
 
     def mac(self) -> str:
         link = self._ipr.get_links(self.index)[0]
@@ -99,18 +161,29 @@ class VipLink:
         }
         return [v for v in self.vips if (str(v.address), v.prefixlen) in have]
 
-    def add(self) -> None:
+    def add(self, lifetime: int | None = None) -> None:
+        """Every VIP address on the interface, created or replaced. ``lifetime``: seconds the
+        kernel keeps it unless added again (a fence that needs no daemon: see
+        kubevipd.machine.Machine._vip_lifetime); None: until removed."""
         for v in self.vips:
-            kw = {"flags": IFA_F_NODAD} if v.address.version == 6 else {}
-            try:
-                self._ipr.addr(
-                    "add", index=self.index, address=str(v.address), prefixlen=v.prefixlen, **kw
+            self._seq += 1
+            self._nl.sendto(address_request(self.index, v, lifetime, self._seq), (0, 0))
+            code = self._ack(self._seq)
+            if code:
+                raise InterfaceError(
+                    f"cannot add {v}/{v.prefixlen} to {self.ifname}: {os.strerror(code)}"
                 )
-            except NetlinkError as e:
-                if e.code not in _DONE_ADD:
-                    raise InterfaceError(
-                        f"cannot add {v}/{v.prefixlen} to {self.ifname}: {e}"
-                    ) from None
+
+    def _ack(self, seq: int) -> int:
+        end = time.monotonic() + self.ACK_TIMEOUT
+        while (left := end - time.monotonic()) > 0:
+            ready, _, _ = select.select([self._nl], [], [], left)
+            if not ready:
+                break
+            code = _ack_error(self._nl.recv(65536), seq)
+            if code is not None:
+                return code
+        return errno.ETIMEDOUT
 
     def remove(self) -> None:
         for v in self.vips:

@@ -32,6 +32,7 @@ import yaml
 from kubevipd.lab.netns import run_in_netns
 from kubevipd.lab.probes import ApiProber, HolderSampler, Pinger
 from kubevipd.lab.topology import Lab, Node, netns_exists
+from kubevipd.machine import KERNEL_LATE
 
 from .conftest import assert_api_via_vip, require_root
 
@@ -443,6 +444,31 @@ def test_a_crashed_daemon_restarted_at_once_keeps_leading(run: Run) -> None:
     ), run.logs()
     time.sleep(6)  # longer than the lease: renewals must have resumed
     assert run.lab.holders() == [old.name]
+
+
+def test_a_frozen_leaders_vip_goes_by_itself_before_another_node_takes_the_lease(
+    run: Run,
+) -> None:
+    """SIGSTOP, as a stuck process, with no watchdog to kill it (the lab has no systemd): the
+    kernel removes its VIP at the end of the lifetime it was given at its last renewal, before
+    any follower may take the lease (shipped timings: 3 s + the kernel's lateness < 5 s). The
+    fixture's sampler checks that two nodes never held it."""
+    old = run.restart_all(election=SHIPPED)
+    run.lab.signal(old, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        assert run.lab.wait_for(lambda: old.name not in run.lab.holders(), 6, interval=0.01)
+        gone = time.monotonic() - t0
+        new = run.wait_new_leader(old.name, 8)
+        took = time.monotonic() - t0
+        assert gone < took, (gone, took)  # the VIP left before anyone took the lease
+        assert gone < 3.0 + KERNEL_LATE + 0.1, gone
+        run.assert_client_reaches(new)
+    finally:
+        run.lab.signal(old, signal.SIGCONT)
+    # Thawed, it finds its deadline long gone: a follower, and it does not put the VIP back.
+    assert run.lab.wait_for(lambda: "lost leadership" in run.lab.log_text(old), 10), run.logs()
+    assert run.lab.holders() == [new.name]
 
 
 def test_a_restarted_node_removes_a_vip_it_no_longer_owns(run: Run) -> None:

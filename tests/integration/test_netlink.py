@@ -13,6 +13,7 @@ import os
 import queue
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -20,6 +21,7 @@ from ipaddress import ip_address
 import pytest
 
 from kubevipd.lab.netns import run_in_netns
+from kubevipd.machine import KERNEL_LATE
 from kubevipd.vip.netlink import InterfaceError, Monitor, Vip, VipLink, default_route_interface
 
 from .conftest import require_root
@@ -218,6 +220,36 @@ def test_the_vip_link_adds_removes_and_reads_the_interface(pair: Pair) -> None:
             link.close()
 
     run_in_netns(pair.ns, scenario)
+
+
+def test_a_vip_added_with_a_lifetime_goes_by_itself_unless_added_again(pair: Pair) -> None:
+    """The kernel fence: an address given 1 s of lifetime is gone within 1 s + the kernel's
+    lateness (kubevipd.machine.KERNEL_LATE), and one added again in time stays."""
+    heard = Heard()
+    mon = _monitor(pair, heard)
+    mon.start()
+    try:
+
+        def add(lifetime: int | None) -> None:
+            link = VipLink(pair.link, [V4, V6])
+            try:
+                link.add(lifetime)
+            finally:
+                link.close()
+
+        t0 = time.monotonic()
+        run_in_netns(pair.ns, lambda: add(2))
+        show = pair.ip("-o", "addr", "show", "dev", pair.link)
+        assert "valid_lft 2sec" in show or "valid_lft 1sec" in show, show
+        run_in_netns(pair.ns, lambda: add(1))  # replaced: the lifetime is now 1 s from here
+        heard.wait_for(("gone", True))
+        heard.wait_for(("gone", True))  # both families
+        took = time.monotonic() - t0
+        assert 1.0 - 0.05 < took < 1.0 + KERNEL_LATE, took
+        run_in_netns(pair.ns, lambda: add(None))  # forever again
+        assert "valid_lft forever" in pair.ip("-o", "addr", "show", "dev", pair.link)
+    finally:
+        mon.stop()
 
 
 def test_the_default_route_names_its_interface(pair: Pair) -> None:

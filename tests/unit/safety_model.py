@@ -32,6 +32,7 @@ from kubevipd.election.base import LeaderRecord, WriteResult
 from kubevipd.events import (
     AddVip,
     HealthChanged,
+    HoldVip,
     LinkChanged,
     Observed,
     RemoveVip,
@@ -39,11 +40,12 @@ from kubevipd.events import (
     Stop,
     Timings,
     VipAddFailed,
+    VipMissing,
     VipStray,
     Write,
     WriteDone,
 )
-from kubevipd.machine import Machine
+from kubevipd.machine import KERNEL_LATE, Machine
 
 WALL0 = 1_800_000_000.0
 NODES = 3
@@ -121,6 +123,8 @@ class Node:
     add_refusals: int = 0  # netlink refuses this many AddVip / RemoveVip from now on
     remove_refusals: int = 0
     down: bool = False  # stopped (SIGTERM) and not started again yet
+    frozen_until: float = 0.0  # SIGSTOP, a stuck process: it hears nothing until then
+    kernel_token: int = 0  # the last lifetime given to its VIP (an older expiry is void)
 
 
 MachineFactory = Callable[..., Machine]
@@ -172,10 +176,17 @@ class Cluster(RuleBasedStateMachine):
         self.seq += 1
         heapq.heappush(self.queue, (when, self.seq, kind, data))
 
+    def frozen(self, i: int) -> bool:
+        return self.now < self.nodes[i].frozen_until
+
     def feed(self, i: int, event: object) -> None:
         n = self.nodes[i]
         if n.down:
             return  # stopped: no daemon to hear it
+        if self.frozen(i):
+            if event is not None:  # the kernel queues it; the daemon reads it when it thaws
+                self.at(n.frozen_until, "local", (i, n.generation, event))
+            return
         out = n.machine.handle(event, self.now, self.wall(n)).actions  # type: ignore[arg-type]
         for k, a in enumerate(out):
             if isinstance(a, Write):
@@ -188,8 +199,9 @@ class Cluster(RuleBasedStateMachine):
                 n.add_refusals -= 1
                 self.refused(i, VipAddFailed("refused"), out[k + 1 :])
                 break
-            elif isinstance(a, AddVip):
+            elif isinstance(a, AddVip | HoldVip):
                 n.holds = True
+                self.kernel_lifetime(i, a.lifetime)
             elif isinstance(a, RemoveVip) and n.remove_refusals:
                 n.remove_refusals -= 1
                 self.refused(i, VipStray("could not remove it", failed=True), out[k + 1 :])
@@ -206,6 +218,14 @@ class Cluster(RuleBasedStateMachine):
         n = self.nodes[i]
         n.holds, n.down = False, True
         n.generation += 1
+
+    def kernel_lifetime(self, i: int, lifetime: int | None) -> None:
+        """The kernel removes the VIP by itself this long after it was (re)added, and as late as
+        it may (its check runs at most once a second): the worst case for the property."""
+        n = self.nodes[i]
+        n.kernel_token += 1
+        if lifetime is not None:
+            self.at(self.now + lifetime + KERNEL_LATE, "expire", (i, n.kernel_token))
 
     def refused(self, i: int, news: object, rest: list[Any]) -> None:
         """What the main loop does when netlink refuses an action: the machine hears of it next,
@@ -271,6 +291,12 @@ class Cluster(RuleBasedStateMachine):
                 self.shut_down(j)  # the hand-over did not finish in time (the main loop's stop_by)
         elif kind == "start":
             self.start_again(data)
+        elif kind == "expire":
+            j, token = data
+            n = self.nodes[j]
+            if token == n.kernel_token and n.holds:
+                n.holds = False
+                self.feed(j, VipMissing())  # its monitor hears it (later, if it is frozen)
         elif kind == "link":
             self.set_link(*data)
 
@@ -278,7 +304,7 @@ class Cluster(RuleBasedStateMachine):
         """Events and machine wake-ups in time order, as the main loops would see them."""
         for _ in range(MAX_EVENTS):
             wakes = [
-                (w, i)
+                (max(w, n.frozen_until), i)
                 for i, n in enumerate(self.nodes)
                 if not n.down and (w := n.machine.next_wakeup())
             ]
@@ -342,6 +368,7 @@ class Cluster(RuleBasedStateMachine):
         if n.down:
             return
         n.generation += 1
+        n.frozen_until = 0.0
         old = n.machine
         # What the main loop reads back from the run directory (status.held_until).
         inherited = old.deadline if old.role is Role.LEADER and old.holds_vip else None
@@ -371,6 +398,18 @@ class Cluster(RuleBasedStateMachine):
         n.machine = self.make(n.name, n.machine.t, n.holds, n.skew)
         self.feed(i, HealthChanged(True))
         self.watch_to(i, self.record)
+
+    @rule(i=WHO, length=st.sampled_from([1.0, 4.0, 20.0]))
+    def a_daemon_freezes(self, i: int, length: float) -> None:
+        """SIGSTOP or a stuck process, with no watchdog: only the kernel's lifetime of its VIP
+        can take the VIP away in time. A node whose timings leave no room for that fence
+        (kernel_lifetime None) relies on systemd's watchdog, which the model does not have, so
+        it is not frozen while it holds the VIP."""
+        i = self.pick(i)
+        n = self.nodes[i]
+        if n.down or self.frozen(i) or (n.holds and n.machine.kernel_lifetime is None):
+            return
+        n.frozen_until = self.now + length
 
     @rule(i=WHO, up=st.booleans())
     def the_carrier_changes(self, i: int, up: bool) -> None:

@@ -56,6 +56,7 @@ class FakeLink:
         self.ifname, self.vips, self.index = ifname, vips, 7
         self.up: list[Vip] = []
         self.refuse_add = self.refuse_remove = False
+        self.lifetimes: list[int | None] = []  # the kernel lifetime of each add
 
     def mac(self) -> str:
         return "02:00:00:00:00:01"
@@ -66,7 +67,8 @@ class FakeLink:
     def present(self) -> list[Vip]:
         return list(self.up)
 
-    def add(self) -> None:
+    def add(self, lifetime: int | None = None) -> None:
+        self.lifetimes.append(lifetime)
         if self.refuse_add:
             raise InterfaceError("cannot add 192.0.2.75/32 to eth0: Operation not permitted")
         self.up = list(self.vips)

@@ -14,6 +14,7 @@ from kubevipd.events import (
     Announce,
     Decision,
     HealthChanged,
+    HoldVip,
     LinkChanged,
     Observed,
     RemoveVip,
@@ -67,7 +68,13 @@ class Sim:
         return d
 
     def ev(self, e: object) -> list[object]:
-        return list(self.decide(e).actions)
+        """The actions, without the kernel fence's lifetimes (HoldVip, AddVip's lifetime): the
+        tests of the fence look at those through decide()."""
+        return [
+            AddVip() if isinstance(a, AddVip) else a
+            for a in self.decide(e).actions
+            if not isinstance(a, HoldVip)
+        ]
 
     def tick(self, dt_: float) -> list[object]:
         self.now += dt_
@@ -81,11 +88,16 @@ class Sim:
         assert len(writes) == 1, actions
         return writes[0]
 
+    def done(self, w: Write, sent_at: float | None = None) -> WriteDone:
+        """Its success, stored as written (version+1)."""
+        stored = replace(w.record, version=str(int(w.record.version or "0") + 1))
+        at = self.now if sent_at is None else sent_at
+        return WriteDone(w.op, WriteResult(ok=True, record=stored), at)
+
     def complete(self, w: Write, ok: bool = True, **kw: object) -> list[object]:
         """The write returns now; when ok, the stored record is what was written (version+1)."""
         if ok:
-            stored = replace(w.record, version=str(int(w.record.version or "0") + 1))
-            return self.ev(WriteDone(w.op, WriteResult(ok=True, record=stored), self.now))
+            return self.ev(self.done(w))
         return self.ev(WriteDone(w.op, WriteResult(ok=False, **kw), self.now))  # type: ignore[arg-type]
 
 
@@ -773,7 +785,7 @@ def test_every_decision_says_why() -> None:
     d = s.decide(
         WriteDone(w.op, WriteResult(ok=True, record=replace(w.record, version="1")), s.now)
     )
-    assert AddVip() in d.actions
+    assert AddVip(3) in d.actions  # with a kernel lifetime: see the fence's tests below
     assert d.why == "became leader of the lease, the VIP (acquired the lease)"
     s.now += 3.0  # no renewal answered within the renew deadline
     d = s.decide(None)
@@ -811,3 +823,51 @@ def test_a_renewal_with_the_same_content_still_restarts_the_followers_expiry() -
     s.ev(Observed(held_by("n1", version="8")))  # same holder, same renewTime
     assert s.tick(4.9) == []  # 8.9s after the first, 4.9s after the renewal
     assert s.write_of(s.tick(0.2)).op == "acquire"
+
+
+# ------------------------------------------------------------------ the kernel fence
+
+
+def test_the_vip_gets_a_kernel_lifetime_that_ends_before_any_follower_may_take_over() -> None:
+    """Shipped timings 5s/3s/1s: the VIP lives 3s in the kernel from each renewal, so a frozen
+    or killed daemon's VIP is gone by 3s + 1.3s (the kernel's lateness) < 5s; a living daemon
+    extends it at every renewal."""
+    s = Sim()
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    sent, s.now = s.now, s.now + 0.01  # the answer
+    assert AddVip(3) in s.decide(s.done(w, sent)).actions and s.m.kernel_lifetime == 3
+    w = s.write_of(s.tick(0.99))
+    sent, s.now = s.now, s.now + 0.01
+    assert HoldVip(3) in s.decide(s.done(w, sent)).actions
+
+
+def test_timings_too_tight_for_the_kernel_fence_keep_the_vip_until_removed() -> None:
+    """The lab's 3s/2s/500ms: a 2s lifetime could end up to 3.3s after the renewal, past the
+    lease; no lifetime then (the systemd watchdog is the fence), and nothing to extend."""
+    lab = Timings(lease_duration=3, renew_deadline=2, retry_period=0.5)
+    s = Sim(t=lab)
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    sent, s.now = s.now, s.now + 0.01
+    assert AddVip(None) in s.decide(s.done(w, sent)).actions
+    w = s.write_of(s.tick(0.5))
+    assert not any(isinstance(a, HoldVip) for a in s.decide(s.done(w)).actions)
+
+
+def test_a_vip_that_expired_in_the_kernel_is_not_put_back_at_the_end_of_its_lease() -> None:
+    s = Sim()
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    sent, s.now = s.now, s.now + 0.01
+    s.decide(s.done(w, sent))  # AddVip(3)
+    s.now += 2.97  # renewals fail; the kernel drops it 20 ms before our own deadline
+    d = s.decide(VipMissing())
+    assert AddVip(None) not in d.actions and not any(isinstance(a, AddVip) for a in d.actions)
+    assert d.says("VIP expired at the end of its kernel lifetime; not restoring it")
+    s2 = Sim()
+    s2.healthy()
+    w = s2.write_of(s2.ev(Observed(None)))
+    s2.complete(w)
+    s2.now += 0.5  # deleted by hand mid-lease: restored, with what is left of the lifetime
+    assert AddVip(3) in s2.decide(VipMissing()).actions

@@ -59,6 +59,21 @@ class Attached:
         )
         self.monitor.start()
 
+    def remove_for_good(self, within: float) -> bool:
+        """The VIP off at exit, tried again for up to ``within`` seconds (a transient netlink
+        error); False when it may still be up (its kernel lifetime, if any, ends it anyway)."""
+        end = time.monotonic() + within
+        while True:
+            try:
+                self.link.remove()
+                return True
+            except InterfaceError as e:
+                if time.monotonic() >= end:
+                    log.error("%s; exiting with the VIP possibly still up", e)
+                    return False
+                log.warning("%s; trying again", e)
+                time.sleep(0.1)
+
     def detach(self, effects: Effects) -> None:
         self.monitor.stop()
         self.announcer.close()

@@ -56,7 +56,10 @@ def cleanup(cfg: Config, run_dir: Path) -> int:
             link.remove()
             log.warning("cleanup: removed %s left behind on %s", ", ".join(map(str, vips)), ifname)
     except InterfaceError as e:
-        log.error("cleanup: %s", e)
+        # Releasing now would let a follower take the VIP while it may still be up here: the
+        # lease is left to expire (and the VIP's kernel lifetime, if it has one, ends first).
+        log.error("cleanup: %s; the lease is left to expire", e)
+        return exitcodes.FAILURE
     finally:
         link.close()
     status_file.remove(run_dir)

@@ -4,9 +4,8 @@ Threads (the Lease watch, the apiserver list, the netlink monitor, the health ch
 writes, a slow announcer) put events on one queue. The loop hands each to the policy
 (kubevipd/policy.py; the Lease state machine, kubevipd/machine.py), logs what the Decision
 says, carries out its actions in order (kubevipd/effects.py, each fallible one reporting its
-outcome as another event), and publishes the result (kubevipd/report.py). A VIP that moves at
-run time, whatever moved it, takes one path: ``_move_vip``. The parts are built by factories
-that match on the config (kubevipd/parts.py); this module names no backend.
+outcome as another event), and publishes the result (kubevipd/report.py). A moving VIP takes
+one path, ``_move_vip``. Parts come from factories (kubevipd/parts.py): no backend named here.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from kubevipd.events import (
     Decision,
     Event,
     HealthChanged,
+    LinkChanged,
     Observed,
     Role,
     Stop,
@@ -224,9 +224,12 @@ class Daemon:
                 if stop_by is not None and time.monotonic() >= stop_by:
                     log.warning("hand-over did not finish in time; removing the VIP and exiting")
                     break
-            return exitcodes.OK
+            status = exitcodes.OK
         finally:
-            self._shutdown()
+            removed = self._shutdown()
+        # A VIP we could not remove: not a clean exit. systemd restarts us (status 1), and
+        # ExecStopPost's cleanup tries again and leaves the lease alone while it is up.
+        return status if removed else exitcodes.FAILURE
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         self.q.put(Stop(signal.Signals(signum).name))
@@ -319,7 +322,11 @@ class Daemon:
         holding = self.policy.holds_vip
         old_text = self._vip_text()
         if holding and self.attached is not None:
-            self.attached.link.remove()
+            try:
+                self.attached.link.remove()
+            except InterfaceError as e:
+                log.error("%s; keeping %s", e, old_text)
+                return
         self._detach_link()
         old = (self.vips, self.ifname)
         self.vips, self.ifname = vips, ifname
@@ -332,7 +339,6 @@ class Daemon:
         assert self.attached is not None
         link = self.attached.link
         self.policy.vip_text = self._vip_text()
-        self.policy.link_up = link.carrier()
         log.info("VIP changed from %s to %s", old_text, self._vip_text())
         self.reporter.force()
         if holding:
@@ -342,18 +348,17 @@ class Daemon:
                 self.effects.vip_add_failed(e)
                 return
             self.policy.restart_announcing()
-        self._publish()  # the status file names the VIP cleanup must remove
+        # The new link's carrier, through the policy's own rule (its grace, its hand-over).
+        self._step(LinkChanged(link.carrier()))  # also publishes: cleanup's VIP is this one
 
     # shutdown ---------------------------------------------------------------
 
-    def _shutdown(self) -> None:
+    def _shutdown(self) -> bool:
+        """Never leave a VIP behind, whatever happened; False when it may still be there."""
         self.stopping = True
         self._metrics_stop.set()
-        if self.attached is not None:
-            try:
-                self.attached.link.remove()  # never leave a VIP behind, whatever happened
-            except InterfaceError as e:
-                log.error("%s", e)
+        att = self.attached
+        removed = att is None or att.remove_for_good(within=self.policy.t.renew_deadline)
         self.policy.holds_vip = False
         if self.health is not None:
             self.health.stop()
@@ -362,7 +367,9 @@ class Daemon:
         self.effects.close()
         self.source.stop()
         self._detach_link()
-        status_file.remove(self.run_dir)
+        if removed:
+            status_file.remove(self.run_dir)  # else cleanup needs it: which VIP, on which link
+        return removed
 
 
 def run(

@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -317,7 +318,10 @@ def test_a_vip_moved_to_an_interface_that_is_not_there_stays_where_it_was(
     cfg = load_text("node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n").config
     parts = Parts(link=link, announcer=FakeAnnouncer, monitor=FakeMonitor)  # type: ignore[arg-type]
     r = Daemon(cfg, str(tmp_path / "kubevip.yaml"), tmp_path / "run", parts)
-    r.policy.holds_vip = True
+    m = r.policy
+    m.role, m.holds_vip = Role.LEADER, True  # type: ignore[misc]
+    m.deadline = m.next_renew = time.monotonic() + 60  # type: ignore[attr-defined]
+    m.observed = LeaderRecord(holder="n1", lease_duration_s=5, version="3")  # type: ignore[attr-defined]
     made[-1].up = list(made[-1].vips)
     r._move_vip(r.vips, "eth9")
     assert r.ifname == "eth0" and r.attached is not None and r.attached.link is made[-1]
@@ -497,3 +501,58 @@ def test_a_slow_announcer_runs_off_the_loop_and_reports_its_outcome(loop: Daemon
     run_batch(loop, [Announce()])
     failed = next_of(loop, Announced | AnnounceFailed)
     assert failed == AnnounceFailed("cannot reach the API: timed out")
+
+
+def test_a_vip_that_cannot_be_removed_at_exit_is_not_a_clean_exit_and_cleanup_keeps_the_lease(
+    loop: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of issue 12: exit 0 after a failed removal left systemd nothing to retry, and
+    cleanup then released the lease: a follower took the VIP while it was still up here."""
+    assert loop.attached is not None
+    link: FakeLink = loop.attached.link  # type: ignore[assignment]
+    link.up, link.refuse_remove = list(link.vips), True
+    loop.policy.t = replace(loop.policy.t, renew_deadline=0.3)
+    loop.reporter.force()
+    loop._publish()  # the status file names the VIP
+    assert loop._shutdown() is False
+    assert status_file.read(loop.run_dir) is not None  # cleanup needs to know which VIP
+
+    class Stuck(FakeLink):
+        def __init__(self, ifname: str, vips: list[Vip]) -> None:
+            super().__init__(ifname, vips)
+            self.up, self.refuse_remove = list(vips), True
+
+    released: list[str] = []
+    monkeypatch.setattr(cleanup, "VipLink", Stuck)
+    monkeypatch.setattr(cleanup, "election_spec", lambda cfg: released.append("read") or None)
+    assert cleanup.cleanup(loop.cfg, loop.run_dir) == 1
+    assert released == []  # it never got as far as the lease
+
+
+def test_the_loop_runs_the_lease_watch_supervised(tmp_path: Path) -> None:
+    """A watch that raises what it does not expect is started again, not left dead."""
+    calls: list[int] = []
+    again = threading.Event()
+
+    class Watching(FakeElection):
+        def watch(self, observe: Any, stopped: Any) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("a message the watch did not expect")
+            again.set()
+
+        def run_peer_refresh(self, stopped: Any) -> None:
+            pass
+
+    kubeconfig = tmp_path / "admin.conf"
+    kubeconfig.write_text("apiVersion: v1\n")
+    r = seams(tmp_path, election=Watching)
+    r.cfg = load_text(
+        f"node_name: n1\ninterface: eth0\nvip: {{address: 192.0.2.75}}\n"
+        f"election: {{kubeconfig: {kubeconfig}}}\nhealth: {{enabled: false}}\n"
+    ).config
+    r._connect_election()
+    try:
+        assert again.wait(5), calls  # started again after supervise's pause
+    finally:
+        r.stopping = True

@@ -18,17 +18,17 @@ clock, which may have stepped); and shorter timings shorten the running deadline
 fence for a daemon that froze or died: the VIP's kernel lifetime ends, however late the kernel
 acts on it, before any follower may take the lease (_vip_lifetime).
 tests/unit/test_safety.py checks the property on arbitrary interleavings (hypothesis).
+
+Three layers, one a module: kubevipd/machine_state.py (what it knows, and the bookkeeping every
+rule shares), kubevipd/machine_vip.py (the VIP on this node's interface: the kernel fence, a VIP
+refused or stray, losing and handing over, a VIP a crashed run left), and this one (the
+election: events in, the decision out, leading and following).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
-from kubevipd.announce.base import ONCE, AnnounceTiming
 from kubevipd.election.base import (
     LeaderRecord,
-    Op,
     acquire_record,
     release_record,
     takeover_request,
@@ -44,7 +44,6 @@ from kubevipd.events import (
     Decision,
     Event,
     HealthChanged,
-    HoldVip,
     LinkChanged,
     Observed,
     RemoveVip,
@@ -55,88 +54,15 @@ from kubevipd.events import (
     VipAddFailed,
     VipMissing,
     VipStray,
-    Write,
     WriteDone,
 )
-from kubevipd.policy import PolicyStatus
+from kubevipd.machine_state import KERNEL_LATE, MachineState, _older
+from kubevipd.machine_vip import VipRules
 
-REPEAT_EVERY = 60.0  # seconds between two log lines of the same repeating failure
-ADD_RETRY_MAX = 60.0  # seconds: the longest a node that could not add the VIP stays out
-# A removal netlink refused is tried again at once (a transient error is gone by then), then
-# after these pauses, doubling, up to the retry period: there is no safe alternative to trying.
-REMOVE_RETRY_FIRST = 0.05
-# The kernel fence (see _vip_lifetime): Linux removes an address whose lifetime ended at its next
-# check, which runs at most once a second with 250 ms of slack; so up to this late.
-KERNEL_LATE = 1.3
+__all__ = ["KERNEL_LATE", "Machine", "MachineState"]
 
 
-@dataclass
-class Machine:
-    identity: str
-    t: Timings
-    now: float  # monotonic time at construction
-    wall: float = 0.0  # wall-clock time of the last call, for timestamps written to the lease
-    vip_at_start: bool = False
-    # The deadline of the run that left the VIP (monotonic, this boot), from the run directory;
-    # None: unknown, so a VIP found at start cannot be proven live and goes at once.
-    inherited_deadline: float | None = None
-    # For log lines: "became leader of plndr-cp-lock, VIP 192.168.0.75 on eth0".
-    lease_name: str = "the lease"
-    vip_text: str = "the VIP"
-    # When the announcer wants to be called (its own declaration, kubevipd/announce/base.py).
-    announce_timing: AnnounceTiming = ONCE
-
-    role: Role = Role.STARTING
-    role_since: float = 0.0
-    transitions: int = 0
-    observed: LeaderRecord | None = None
-    seen: bool = False  # any observation yet
-    observed_at: float = 0.0
-    in_flight: Op | None = None
-    deadline: float = 0.0  # leader: the VIP must be gone by then unless renewed
-    next_renew: float = 0.0
-    next_attempt: float = 0.0  # follower: backoff after an error
-    last_renew_ok: float | None = None
-    last_error: str = ""
-    healthy: bool | None = None
-    link_up: bool = True
-    link_down_since: float | None = None
-    holds_vip: bool = False
-    degraded: bool = False  # leading although unhealthy, because no healthy node took over
-    stopping: bool = False
-    requested_takeover_of: str | None = None
-    announce_due: list[float] = field(default_factory=list)
-    step_down_reason: str = ""
-    # Writes still out whose answers no longer gate the next one: a release went out beside
-    # them, because a renewal hung on a dying apiserver must not delay a hand-over.
-    superseded: list[Op] = field(default_factory=list)
-    re_released: bool = False  # a release that met our own late renewal was sent again
-    # After the VIP could not be added: no campaign before then, so the lease goes to a node
-    # that can hold the VIP instead of coming back here at once.
-    cannot_hold_until: float = 0.0
-    add_failures: int = 0  # in a row; a renew after the VIP went up resets it
-    # The earliest a follower may take the lease after our last successful write: its sent
-    # time plus the lease duration it wrote. The kernel lifetime of the VIP ends before it.
-    takeover_after: float = 0.0
-    kernel_lifetime: int | None = None  # the lifetime last given to the VIP (None: forever)
-    # A VIP on the interface that this node does not hold: when to remove it again (None: not
-    # pending), and how many removals failed in a row.
-    remove_due: float | None = None
-    remove_failures: int = 0
-    # The last repeating warning and when it was logged: a failure that repeats every retry
-    # period is logged once a minute, not every second.
-    _repeat: tuple[str, float] = ("", 0.0)
-    # The renew deadline when the acquire or renew in flight was sent (see _held_for).
-    _sent_renew_deadline: float = float("inf")
-    # What it has to say since the last decision (level, sentence): the Decision carries it.
-    _said: list[tuple[int, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.role_since = self.now
-        self.holds_vip = self.vip_at_start
-
-    # ---------------------------------------------------------------- input
-
+class Machine(VipRules):
     def handle(self, event: Event | None, now: float, wall: float) -> Decision:
         """Apply one event (None: only time passed): what to do, in order, and why."""
         self.now, self.wall = now, wall
@@ -203,17 +129,10 @@ class Machine:
             self.deadline = min(self.deadline, since + t.renew_deadline)
             self.next_renew = min(self.next_renew, since + t.retry_period)
 
-    def status(self) -> PolicyStatus:
-        holder = self.observed.holder if self.observed else ""
-        held = self.deadline if self.role is Role.LEADER and self.holds_vip else None
-        return PolicyStatus(holder, self.last_renew_ok, self.last_error, held)
-
     def restart_announcing(self) -> None:
         """The VIP moved (reload): announce it as after a takeover."""
         if self.role is Role.LEADER:
             self._start_announcing()
-
-    # ---------------------------------------------------------------- rules
 
     def _observe(self, record: LeaderRecord | None) -> None:
         old = self.observed
@@ -240,108 +159,6 @@ class Machine:
         self.seen = True
         if record is None or not record.degraded:
             self.requested_takeover_of = None
-
-    def _health(self, ev: HealthChanged) -> None:
-        if ev.healthy == self.healthy:
-            return
-        self.healthy = ev.healthy
-        if ev.healthy:
-            detail = f" ({ev.detail})" if ev.detail else ""
-            self._say(INFO, f"local apiserver is healthy{detail}")
-        else:
-            self._say(WARNING, f"local apiserver is unhealthy: {ev.detail or 'check failed'}")
-
-    def _link(self, up: bool) -> None:
-        if up == self.link_up:
-            return
-        self.link_up = up
-        if up:
-            self.link_down_since = None
-            self._say(INFO, "interface carrier is back")
-            if self.role is Role.LEADER:
-                self._start_announcing()
-        else:
-            self.link_down_since = self.now
-            self._say(WARNING, "interface lost carrier")
-
-    def _vip_add_failed(self, error: str, out: list[Action]) -> None:
-        """A leader that cannot hold the VIP hands the lease to one that can, and waits before
-        it campaigns again: a lease duration, doubling while it keeps failing, up to a minute."""
-        wait = min(self.t.lease_duration * 2**self.add_failures, ADD_RETRY_MAX)
-        self.add_failures += 1
-        self.cannot_hold_until = self.now + wait
-        if self.role is Role.LEADER:
-            self._step_down(out, f"cannot add the VIP ({error}); not campaigning for {wait:g}s")
-
-    def _vip_stray(self, ev: VipStray) -> None:
-        if self.holds_vip:
-            return  # ours after all (e.g. a VIP a crashed run left, while start-up decides)
-        if ev.failed:
-            self.remove_failures += 1
-            n = self.remove_failures
-            pause = 0.0 if n == 1 else min(REMOVE_RETRY_FIRST * 2 ** (n - 2), self.t.retry_period)
-            self._warn_repeating(
-                f"the VIP is still on the interface although this node does not hold the "
-                f"lease ({ev.reason}); trying again"
-            )
-        else:
-            pause = 0.0
-            self._warn_repeating(
-                f"the VIP is on the interface although this node does not hold the lease "
-                f"({ev.reason}); removing it"
-            )
-        due = self.now + pause
-        self.remove_due = due if self.remove_due is None else min(self.remove_due, due)
-
-    def _remove_stray(self, out: list[Action]) -> None:
-        if self.remove_due is None:
-            return
-        if self.holds_vip:
-            self.remove_due = None  # leading again: the VIP is meant to be there
-        elif self.now >= self.remove_due:
-            self.remove_due = None
-            out.append(RemoveVip())
-
-    def _vip_lifetime(self) -> int | None:
-        """Whole seconds for the kernel to keep the VIP: a fence that needs no running daemon.
-
-        It lasts until our own deadline (a living daemon decides, and removes the VIP itself at
-        its deadline; the kernel may act 20 ms early), and ends, even as late as the kernel may
-        act on it, before any follower may take the lease: a daemon that froze, was killed, or
-        restarts too slowly loses the VIP by itself in time. None when the timings leave no
-        such second (the lease must be about 1.3 s longer than the renew deadline): the VIP
-        then stays until removed, and the systemd watchdog with ExecStopPost is the only fence.
-        """
-        left = self.deadline - self.now
-        if left <= 0:
-            return None
-        life = math.ceil(left)
-        return life if self.now + life + KERNEL_LATE <= self.takeover_after else None
-
-    def _hold_vip(self, out: list[Action]) -> None:
-        """After a renewal: extend the kernel's lifetime of the VIP (or set it forever again,
-        after a reload that left no room for a fence)."""
-        if not self.holds_vip:
-            return
-        life = self._vip_lifetime()
-        if life is not None or self.kernel_lifetime is not None:
-            out.append(HoldVip(life))
-        self.kernel_lifetime = life
-
-    def _restore_vip(self, out: list[Action]) -> None:
-        life = self._vip_lifetime()
-        if self.kernel_lifetime is not None and life is None:
-            # Its kernel lifetime ended: renewals failed for about the whole renew deadline,
-            # which is all but over. Putting it back for a moment would outlive the fence.
-            self._say(WARNING, "VIP expired at the end of its kernel lifetime; not restoring it")
-            return
-        self._say(WARNING, "VIP disappeared from the interface while leader; restoring it")
-        self.kernel_lifetime = life
-        out.append(AddVip(life))
-        self._start_announcing()
-
-    def _gate_open(self) -> bool:
-        return not self.t.health_gate or self.healthy is True
 
     def _write_done(self, ev: WriteDone, out: list[Action]) -> None:
         r = ev.result
@@ -450,44 +267,6 @@ class Machine:
         elif self.role in (Role.FOLLOWER, Role.STARTING):
             self._follow(out)
 
-    def _inherited_until(self) -> float:
-        """Until when a VIP found at start may stay while the lease is not read yet: the old
-        run's own deadline. No follower may take the lease before it (that is what the old run
-        kept it by), so waiting for the lease that long is safe, and a restart on a loaded host,
-        whose first read is slow, still carries on instead of dropping the VIP."""
-        return self.now if self.inherited_deadline is None else self.inherited_deadline
-
-    def _inherited_deadline_for(self, r: LeaderRecord | None) -> float | None:
-        """The deadline a restarted leader carries on with, or None: the lease must name this
-        node, and the old run's deadline (monotonic) must not have passed."""
-        until = self.inherited_deadline
-        if r is None or r.holder != self.identity or until is None or self.now >= until:
-            return None
-        return min(until, self.now + self.t.renew_deadline)
-
-    def _settle_startup(self, out: list[Action]) -> None:
-        """A VIP left by a crashed run stays only if this node still holds the lease, and only
-        until that run's own deadline (monotonic: the lease's renewTime is this host's wall clock,
-        which may have stepped since), and never longer than renew_deadline from now."""
-        if self.holds_vip:
-            until = self._inherited_deadline_for(self.observed)
-            if until is not None and not self.stopping:
-                self.deadline = until
-                self.next_renew = self.now
-                self._start_announcing()
-                self._become(Role.LEADER, "this node still holds the lease from an earlier run")
-                return
-            self._say(
-                WARNING,
-                "removing a VIP left behind by an earlier run (this node does not hold the lease)",
-            )
-            out.append(RemoveVip())
-            self.holds_vip = False
-        if self.stopping:
-            self._become(Role.STOPPED, "stopped before the election started")
-        else:
-            self._become(Role.FOLLOWER, "watching the lease")
-
     def _lead(self, out: list[Action]) -> None:
         if self.now >= self.deadline:
             self._lose(
@@ -584,96 +363,3 @@ class Machine:
             # Give healthy nodes a full lease duration to take it first.
             at += self.t.lease_duration
         return max(at, self.cannot_hold_until)
-
-    # ---------------------------------------------------------------- helpers
-
-    def _duration_s(self) -> int:
-        """leaseDurationSeconds is whole seconds: rounded up, never down, or followers would
-        take a 2.5s lease at 2s while this leader holds until its 2.2s renew deadline."""
-        return max(1, math.ceil(self.t.lease_duration - 1e-9))
-
-    def _held_for(self) -> float:
-        """How long a successful write lets this node hold the VIP, from when it was sent: the
-        renew deadline of the timings that wrote its lease duration, or of today's if a reload
-        made it shorter since (a longer one applies from the next write, which carries its
-        longer lease duration to the followers)."""
-        return min(self.t.renew_deadline, self._sent_renew_deadline)
-
-    def _send(self, out: list[Action], op: Op, record: LeaderRecord) -> None:
-        if op in ("acquire", "renew"):
-            self._sent_renew_deadline = self.t.renew_deadline
-        self.in_flight = op
-        out.append(Write(op, record, self.t.api_timeout))
-
-    def _start_announcing(self) -> None:
-        self.announce_due = [self.now + d for d in self.announce_timing.burst]
-
-    def _say(self, level: int, sentence: str) -> None:
-        self._said.append((level, sentence))
-
-    def _warn_repeating(self, msg: str) -> None:
-        last, at = self._repeat
-        if msg != last or self.now - at >= REPEAT_EVERY:
-            self._say(WARNING, msg)
-            self._repeat = (msg, self.now)
-
-    def _drop_vip(self, out: list[Action]) -> None:
-        if self.holds_vip:
-            out.append(RemoveVip())
-            self.holds_vip = False
-            self.remove_failures = 0  # a new removal: a failure of it is first tried again at once
-        self.announce_due = []
-        self.degraded = False
-
-    def _lose(self, out: list[Action], why: str) -> None:
-        """Leadership is gone (or cannot be proven): the VIP goes at once, nothing is written."""
-        self._drop_vip(out)
-        self._become(Role.STOPPED if self.stopping else Role.FOLLOWER, f"lost leadership: {why}")
-
-    def _release_after_loss(self, out: list[Action]) -> None:
-        """After the renew deadline the VIP is already gone; releasing the version we last
-        wrote lets a follower take over now instead of at expiry (the backend also sends it to
-        the other apiservers, for when ours is the one that failed). The write is conditional
-        on that version, so it changes nothing if anyone wrote since. This node then waits a
-        lease duration before it campaigns: it just proved the worst candidate."""
-        self.next_attempt = max(self.next_attempt, self.now + self.t.lease_duration)
-        o = self.observed
-        if o is not None and o.holder == self.identity:
-            self._release_now(out, o)
-
-    def _release_now(self, out: list[Action], record: LeaderRecord) -> None:
-        """Send the release at once, beside any write still out (which it supersedes): both
-        are conditional on the version, so at most one lands, and if our renewal lands first,
-        the release is sent again on its version (see _write_done)."""
-        if self.in_flight is not None:
-            self.superseded.append(self.in_flight)
-        self.re_released = False
-        self._send(out, "release", release_record(record, self.wall))
-
-    def _step_down(self, out: list[Action], why: str) -> None:
-        """Hand over on purpose: the VIP first, then the lease, so a follower takes it at once."""
-        self._drop_vip(out)
-        self.step_down_reason = f"stepped down: {why}"
-        assert self.observed is not None
-        self._release_now(out, self.observed)
-        self._become(Role.STEPPING_DOWN, f"stepping down: {why}")
-
-    def _become(self, role: Role, why: str) -> None:
-        if role is self.role:
-            return
-        self.role = role
-        self.role_since = self.now
-        self.transitions += 1
-        if role is Role.LEADER:
-            self._say(INFO, f"became leader of {self.lease_name}, {self.vip_text} ({why})")
-        elif role is Role.FOLLOWER:
-            holder = self.observed.holder if self.observed else ""
-            who = f"; leader is {holder}" if holder and holder != self.identity else ""
-            self._say(INFO, f"follower of {self.lease_name} ({why}){who}")
-        else:
-            self._say(INFO, f"{role.value} ({why})")
-
-
-def _older(a: str, b: str) -> bool:
-    """True when resourceVersion ``a`` is older than ``b`` (both numeric, as etcd's are)."""
-    return a.isdigit() and b.isdigit() and int(a) < int(b)

@@ -1,0 +1,208 @@
+"""The Lease machine's rules for the VIP on this node's interface.
+
+The kernel fence (a lifetime that ends before any follower may take the lease), a VIP netlink
+refused or found where it should not be, losing and handing over leadership (the VIP first,
+then the lease), and a VIP a crashed run left behind. See kubevipd/machine_state.py for the
+layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kubevipd.election.base import (
+    LeaderRecord,
+    release_record,
+)
+from kubevipd.events import (
+    INFO,
+    WARNING,
+    Action,
+    AddVip,
+    HealthChanged,
+    HoldVip,
+    RemoveVip,
+    Role,
+    VipStray,
+)
+from kubevipd.machine_state import ADD_RETRY_MAX, KERNEL_LATE, REMOVE_RETRY_FIRST, MachineState
+
+
+class VipRules(MachineState):
+    def _health(self, ev: HealthChanged) -> None:
+        if ev.healthy == self.healthy:
+            return
+        self.healthy = ev.healthy
+        if ev.healthy:
+            detail = f" ({ev.detail})" if ev.detail else ""
+            self._say(INFO, f"local apiserver is healthy{detail}")
+        else:
+            self._say(WARNING, f"local apiserver is unhealthy: {ev.detail or 'check failed'}")
+
+    def _link(self, up: bool) -> None:
+        if up == self.link_up:
+            return
+        self.link_up = up
+        if up:
+            self.link_down_since = None
+            self._say(INFO, "interface carrier is back")
+            if self.role is Role.LEADER:
+                self._start_announcing()
+        else:
+            self.link_down_since = self.now
+            self._say(WARNING, "interface lost carrier")
+
+    def _vip_add_failed(self, error: str, out: list[Action]) -> None:
+        """A leader that cannot hold the VIP hands the lease to one that can, and waits before
+        it campaigns again: a lease duration, doubling while it keeps failing, up to a minute."""
+        wait = min(self.t.lease_duration * 2**self.add_failures, ADD_RETRY_MAX)
+        self.add_failures += 1
+        self.cannot_hold_until = self.now + wait
+        if self.role is Role.LEADER:
+            self._step_down(out, f"cannot add the VIP ({error}); not campaigning for {wait:g}s")
+
+    def _vip_stray(self, ev: VipStray) -> None:
+        if self.holds_vip:
+            return  # ours after all (e.g. a VIP a crashed run left, while start-up decides)
+        if ev.failed:
+            self.remove_failures += 1
+            n = self.remove_failures
+            pause = 0.0 if n == 1 else min(REMOVE_RETRY_FIRST * 2 ** (n - 2), self.t.retry_period)
+            self._warn_repeating(
+                f"the VIP is still on the interface although this node does not hold the "
+                f"lease ({ev.reason}); trying again"
+            )
+        else:
+            pause = 0.0
+            self._warn_repeating(
+                f"the VIP is on the interface although this node does not hold the lease "
+                f"({ev.reason}); removing it"
+            )
+        due = self.now + pause
+        self.remove_due = due if self.remove_due is None else min(self.remove_due, due)
+
+    def _remove_stray(self, out: list[Action]) -> None:
+        if self.remove_due is None:
+            return
+        if self.holds_vip:
+            self.remove_due = None  # leading again: the VIP is meant to be there
+        elif self.now >= self.remove_due:
+            self.remove_due = None
+            out.append(RemoveVip())
+
+    def _vip_lifetime(self) -> int | None:
+        """Whole seconds for the kernel to keep the VIP: a fence that needs no running daemon.
+
+        It lasts until our own deadline (a living daemon decides, and removes the VIP itself at
+        its deadline; the kernel may act 20 ms early), and ends, even as late as the kernel may
+        act on it, before any follower may take the lease: a daemon that froze, was killed, or
+        restarts too slowly loses the VIP by itself in time. None when the timings leave no
+        such second (the lease must be about 1.3 s longer than the renew deadline): the VIP
+        then stays until removed, and the systemd watchdog with ExecStopPost is the only fence.
+        """
+        left = self.deadline - self.now
+        if left <= 0:
+            return None
+        life = math.ceil(left)
+        return life if self.now + life + KERNEL_LATE <= self.takeover_after else None
+
+    def _hold_vip(self, out: list[Action]) -> None:
+        """After a renewal: extend the kernel's lifetime of the VIP (or set it forever again,
+        after a reload that left no room for a fence)."""
+        if not self.holds_vip:
+            return
+        life = self._vip_lifetime()
+        if life is not None or self.kernel_lifetime is not None:
+            out.append(HoldVip(life))
+        self.kernel_lifetime = life
+
+    def _restore_vip(self, out: list[Action]) -> None:
+        life = self._vip_lifetime()
+        if self.kernel_lifetime is not None and life is None:
+            # Its kernel lifetime ended: renewals failed for about the whole renew deadline,
+            # which is all but over. Putting it back for a moment would outlive the fence.
+            self._say(WARNING, "VIP expired at the end of its kernel lifetime; not restoring it")
+            return
+        self._say(WARNING, "VIP disappeared from the interface while leader; restoring it")
+        self.kernel_lifetime = life
+        out.append(AddVip(life))
+        self._start_announcing()
+
+    def _drop_vip(self, out: list[Action]) -> None:
+        if self.holds_vip:
+            out.append(RemoveVip())
+            self.holds_vip = False
+            self.remove_failures = 0  # a new removal: a failure of it is first tried again at once
+        self.announce_due = []
+        self.degraded = False
+
+    def _lose(self, out: list[Action], why: str) -> None:
+        """Leadership is gone (or cannot be proven): the VIP goes at once, nothing is written."""
+        self._drop_vip(out)
+        self._become(Role.STOPPED if self.stopping else Role.FOLLOWER, f"lost leadership: {why}")
+
+    def _release_after_loss(self, out: list[Action]) -> None:
+        """After the renew deadline the VIP is already gone; releasing the version we last
+        wrote lets a follower take over now instead of at expiry (the backend also sends it to
+        the other apiservers, for when ours is the one that failed). The write is conditional
+        on that version, so it changes nothing if anyone wrote since. This node then waits a
+        lease duration before it campaigns: it just proved the worst candidate."""
+        self.next_attempt = max(self.next_attempt, self.now + self.t.lease_duration)
+        o = self.observed
+        if o is not None and o.holder == self.identity:
+            self._release_now(out, o)
+
+    def _release_now(self, out: list[Action], record: LeaderRecord) -> None:
+        """Send the release at once, beside any write still out (which it supersedes): both
+        are conditional on the version, so at most one lands, and if our renewal lands first,
+        the release is sent again on its version (see _write_done)."""
+        if self.in_flight is not None:
+            self.superseded.append(self.in_flight)
+        self.re_released = False
+        self._send(out, "release", release_record(record, self.wall))
+
+    def _step_down(self, out: list[Action], why: str) -> None:
+        """Hand over on purpose: the VIP first, then the lease, so a follower takes it at once."""
+        self._drop_vip(out)
+        self.step_down_reason = f"stepped down: {why}"
+        assert self.observed is not None
+        self._release_now(out, self.observed)
+        self._become(Role.STEPPING_DOWN, f"stepping down: {why}")
+
+    def _inherited_until(self) -> float:
+        """Until when a VIP found at start may stay while the lease is not read yet: the old
+        run's own deadline. No follower may take the lease before it (that is what the old run
+        kept it by), so waiting for the lease that long is safe, and a restart on a loaded host,
+        whose first read is slow, still carries on instead of dropping the VIP."""
+        return self.now if self.inherited_deadline is None else self.inherited_deadline
+
+    def _inherited_deadline_for(self, r: LeaderRecord | None) -> float | None:
+        """The deadline a restarted leader carries on with, or None: the lease must name this
+        node, and the old run's deadline (monotonic) must not have passed."""
+        until = self.inherited_deadline
+        if r is None or r.holder != self.identity or until is None or self.now >= until:
+            return None
+        return min(until, self.now + self.t.renew_deadline)
+
+    def _settle_startup(self, out: list[Action]) -> None:
+        """A VIP left by a crashed run stays only if this node still holds the lease, and only
+        until that run's own deadline (monotonic: the lease's renewTime is this host's wall clock,
+        which may have stepped since), and never longer than renew_deadline from now."""
+        if self.holds_vip:
+            until = self._inherited_deadline_for(self.observed)
+            if until is not None and not self.stopping:
+                self.deadline = until
+                self.next_renew = self.now
+                self._start_announcing()
+                self._become(Role.LEADER, "this node still holds the lease from an earlier run")
+                return
+            self._say(
+                WARNING,
+                "removing a VIP left behind by an earlier run (this node does not hold the lease)",
+            )
+            out.append(RemoveVip())
+            self.holds_vip = False
+        if self.stopping:
+            self._become(Role.STOPPED, "stopped before the election started")
+        else:
+            self._become(Role.FOLLOWER, "watching the lease")

@@ -42,7 +42,7 @@ class Attached:
             self.link: VipLink = parts.link(ifname, vips)
         except InterfaceError as e:
             raise InterfaceMissing(str(e)) from None
-        self.announcer: Announcer = parts.announcer(cfg, ifname, self.link.mac(), vips)
+        self.announcer: Announcer = parts.announcer(cfg, ifname, self.link, vips)
         effects.link, effects.announcer, effects.ifname, effects.vip_count = (
             self.link,
             self.announcer,

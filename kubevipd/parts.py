@@ -103,13 +103,13 @@ def build_vip_source(cfg: Config) -> VipSource:
     return StaticVipSource(cfg)
 
 
-def build_announcer(cfg: Config, ifname: str, mac: str, vips: Sequence[Vip]) -> Announcer:
-    """``announce.mode``: arp (gratuitous ARP / unsolicited NA). bgp and metal are refused
-    before this runs until their announcers exist."""
+def build_announcer(cfg: Config, ifname: str, link: VipLink, vips: Sequence[Vip]) -> Announcer:
+    """``announce.mode``: arp (gratuitous ARP / unsolicited NA, from the interface's MAC). bgp
+    and metal are refused before this runs until their announcers exist."""
     if cfg.announce.mode != "arp":
         raise ValueError(f"announce.mode {cfg.announce.mode} has no announcer in this version")
     refresh = cfg.announce.arp.refresh.seconds if cfg.announce.arp else 3.0
-    return ArpAnnouncer(ifname, mac, vips, refresh)
+    return ArpAnnouncer(ifname, link.mac(), vips, refresh)
 
 
 def build_election(spec: ElectionSpec, identity: str) -> ElectionClient:
@@ -130,6 +130,6 @@ class Parts:
     vip_source: Callable[[Config], VipSource] = build_vip_source
     link: Callable[[str, list[Vip]], VipLink] = VipLink
     monitor: Callable[..., Monitor] = Monitor
-    announcer: Callable[[Config, str, str, Sequence[Vip]], Announcer] = build_announcer
+    announcer: Callable[[Config, str, VipLink, Sequence[Vip]], Announcer] = build_announcer
     election: Callable[[ElectionSpec, str], ElectionClient] = build_election
     health: Callable[[HealthSpec, str | None, Callable[[bool, str], None]], Health] = build_health

@@ -67,3 +67,80 @@ class PeerString:
         password = parts[2] if len(parts) > 2 else ""
         multihop = parts[3].lower() == "true" if len(parts) > 3 and parts[3] else False
         return cls(parts[0], int(parts[1]), password, multihop)
+
+
+# Settings kube-vip has and kubevipd does not, with why: listed, never silently dropped.
+UNSUPPORTED = {
+    "svc_enable": "Service load-balancing is not part of kubevipd (control-plane VIP only)",
+    "svc_election": "Service load-balancing is not part of kubevipd",
+    "svc_leasename": "Service load-balancing is not part of kubevipd",
+    "svc_namespace": "Service load-balancing is not part of kubevipd",
+    "vip_servicesinterface": "Service load-balancing is not part of kubevipd",
+    "lb_enable": "kubevipd has no IPVS load-balancer (the VIP fronts one apiserver)",
+    "lb_port": "kubevipd has no IPVS load-balancer",
+    "lb_fwdmethod": "kubevipd has no IPVS load-balancer",
+    "lb_class_only": "Service load-balancing is not part of kubevipd",
+    "lb_class_name": "Service load-balancing is not part of kubevipd",
+    "enable_service_security": "Service load-balancing is not part of kubevipd",
+    "egress_podcidr": "egress is not part of kubevipd",
+    "egress_servicecidr": "egress is not part of kubevipd",
+    "egress_withnftables": "egress is not part of kubevipd",
+    "vip_wireguard": "wireguard mode is not supported",
+    "vip_routingtable": "routing-table mode is not supported",
+    "vip_routingtableid": "routing-table mode is not supported",
+    "vip_routingtabletype": "routing-table mode is not supported",
+    "vip_startleader": "raft mode is gone; kubevipd always elects through a Lease",
+    "vip_singlenode": "raft mode is gone; kubevipd always elects through a Lease",
+    "vip_addpeerstolb": "raft mode is gone",
+    "vip_localpeer": "raft mode is gone",
+    "vip_peers": "raft mode is gone",
+    "vip_leaseannotations": "kubevipd does not annotate the Lease",
+    "annotation": "node-annotation BGP settings are not supported",
+    "provider_config": "a Metal provider_config file is not read; set announce.metal instead",
+    "bgp_sourceif": "BGP source interface is not supported yet",
+    "bgp_sourceip": "BGP source address is not supported yet",
+    "bgp_hold_time": "BGP timers are not configurable yet",
+    "bgp_keepalive_interval": "BGP timers are not configurable yet",
+    "bgp_routerinterface": "set announce.bgp.router_id to the interface's address",
+    "vip_packetproject": "kubevipd needs the project UUID (vip_packetprojectid), not its name",
+    "cp_detect": (
+        "not needed: kubevipd always elects through this node's own apiserver "
+        "(https://127.0.0.1:<port>, verified as kubernetes), never through the VIP nor the "
+        "kubeconfig's server"
+    ),
+    "vip_interfacelo_global": "not needed: kubevipd adds the VIP to the configured interface",
+}
+# The env vars the importer reads and carries over (or notes, for a secret).
+KNOWN = {
+    "vip_arp",
+    "port",
+    "vip_nodename",
+    "vip_interface",
+    "vip_subnet",
+    "vip_cidr",
+    "dns_mode",
+    "cp_enable",
+    "cp_namespace",
+    "vip_ddns",
+    "vip_leaderelection",
+    "vip_leasename",
+    "vip_leaseduration",
+    "vip_renewdeadline",
+    "vip_retryperiod",
+    "vip_arpRate",
+    "vip_packet",
+    "vip_packetprojectid",
+    METAL_TOKEN_ENV,
+    "bgp_enable",
+    "bgp_routerid",
+    "bgp_as",
+    "bgp_peers",
+    "bgp_peeraddress",
+    "bgp_peeras",
+    "bgp_peerpass",
+    "bgp_multihop",
+    "address",
+    "vip_address",
+    "vip_loglevel",
+    "prometheus_server",
+}

@@ -92,5 +92,6 @@ def test_the_announcer_is_chosen_by_announce_mode_and_takes_its_refresh(
     monkeypatch.setattr(parts, "ArpAnnouncer", lambda *a: made.append(a) or "arp")
     c = cfg("vip: {address: 192.0.2.75}\nannounce: {mode: arp, arp: {refresh: 10s}}\n")
     vips = [Vip(ipaddress.ip_address("192.0.2.75"), 32)]
-    assert parts.build_announcer(c, "eth0", "02:00:00:00:00:01", vips) == "arp"
+    link = type("Link", (), {"mac": lambda self: "02:00:00:00:00:01"})()
+    assert parts.build_announcer(c, "eth0", link, vips) == "arp"
     assert made == [("eth0", "02:00:00:00:00:01", vips, 10.0)]

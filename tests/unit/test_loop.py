@@ -37,6 +37,7 @@ from kubevipd.events import (
     HealthChanged,
     RemoveVip,
     Role,
+    Stop,
     VipAdded,
     VipAddFailed,
     VipChanged,
@@ -87,7 +88,7 @@ class FakeAnnouncer:
     timing = AnnounceTiming(burst=(0.0, 0.25), refresh=3.0)
     slow = False
 
-    def __init__(self, cfg: object, ifname: str, mac: str, vips: list[Vip]) -> None:
+    def __init__(self, cfg: object, ifname: str, link: object, vips: list[Vip]) -> None:
         self.sent = 0
         self.withdrawn = 0
         self.vips = vips
@@ -556,3 +557,52 @@ def test_the_loop_runs_the_lease_watch_supervised(tmp_path: Path) -> None:
         assert again.wait(5), calls  # started again after supervise's pause
     finally:
         r.stopping = True
+
+
+class FakePolicy:
+    """A policy that says what the test scripts: the loop must carry out and log any policy's
+    decisions, and stop when it says STOPPED, knowing nothing else of it."""
+
+    def __init__(self, cfg: object, start: Any) -> None:
+        self.t = start.timings
+        self.role, self.role_since, self.transitions = Role.STARTING, start.now, 0
+        self.holds_vip, self.link_up, self.vip_text = False, True, start.vip_text
+        self.announce_timing = start.announce_timing
+        self.script: list[Decision] = []
+        self.heard: list[object] = []
+
+    def handle(self, event: object, now: float, wall: float) -> Decision:
+        self.heard.append(event)
+        if isinstance(event, Stop | VipAdded):  # VipAdded: the script's end
+            self.role = Role.STOPPED
+        return self.script.pop(0) if self.script else Decision()
+
+    def next_wakeup(self) -> float | None:
+        return None
+
+    def status(self) -> Any:
+        from kubevipd.policy import PolicyStatus
+
+        return PolicyStatus("n1" if self.holds_vip else "", None, "", None)
+
+    def set_timings(self, t: Any) -> None:
+        self.t = t
+
+    def restart_announcing(self) -> None:
+        pass
+
+
+def test_a_fake_policy_drives_the_loop_from_start_to_stop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = seams(tmp_path, policy=FakePolicy, vip_source=FakeSource)
+    p: FakePolicy = r.policy  # type: ignore[assignment]
+    p.script = [Decision([AddVip(), Announce()], ((logging.INFO, "scripted: take it"),))]
+    r._connect_election = lambda: None  # type: ignore[method-assign]
+    link: FakeLink = r.attached.link  # type: ignore[union-attr,assignment]
+    with caplog.at_level(logging.INFO, logger="kubevipd.machine"):
+        assert r.run() == 0  # stops when the policy says STOPPED
+    assert "scripted: take it" in caplog.text
+    assert p.heard[0] is None  # the first turn: time only
+    assert isinstance(p.heard[-1], VipAdded)  # the outcome of its AddVip came back as an event
+    assert link.lifetimes == [None] and link.up == []  # carried out, then removed at exit

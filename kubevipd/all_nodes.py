@@ -27,6 +27,7 @@ from kubevipd.events import (
     Timings,
     VipAddFailed,
     VipMissing,
+    VipMoved,
     VipStray,
 )
 from kubevipd.policy import PolicyStatus
@@ -68,6 +69,9 @@ class AllNodes:
             self.link_down_since = None if event.up else now
         elif isinstance(event, VipMissing) and self.holds_vip:
             self._say(WARNING, "VIP disappeared from the interface; restoring it")
+            out.append(AddVip())
+            self._announce_from_now()
+        elif isinstance(event, VipMoved) and self.holds_vip:
             out.append(AddVip())
             self._announce_from_now()
         elif isinstance(event, VipAddFailed):
@@ -131,10 +135,6 @@ class AllNodes:
 
     def set_timings(self, t: Timings) -> None:
         self.t = t
-
-    def restart_announcing(self) -> None:
-        if self.holds_vip:
-            self._announce_from_now()
 
     def _say(self, level: int, sentence: str) -> None:
         self._said.append((level, sentence))

@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except KeyboardInterrupt:
-        return 130
+        return exitcodes.INTERRUPTED
     except BrokenPipeError:
         # `kubevipd schema | head`: not an error worth a traceback.
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -37,6 +37,7 @@ from kubevipd.events import (
     Role,
     Stop,
     VipChanged,
+    VipMoved,
 )
 from kubevipd.journal import setup_logging
 from kubevipd.metrics import Metrics
@@ -341,15 +342,11 @@ class Daemon:
         self.policy.vip_text = self._vip_text()
         log.info("VIP changed from %s to %s", old_text, self._vip_text())
         self.reporter.force()
-        if holding:
-            try:
-                link.add()
-            except InterfaceError as e:
-                self.effects.vip_add_failed(e)
-                return
-            self.policy.restart_announcing()
-        # The new link's carrier, through the policy's own rule (its grace, its hand-over).
-        self._step(LinkChanged(link.carrier()))  # also publishes: cleanup's VIP is this one
+        self._publish()  # first: a crash from here on leaves cleanup the new VIP to remove
+        # The policy puts it on (with the kernel lifetime it would get now), then hears the new
+        # link's carrier through its own rule (its grace, its hand-over).
+        self._step(VipMoved())
+        self._step(LinkChanged(link.carrier()))
 
     # shutdown ---------------------------------------------------------------
 

@@ -104,6 +104,12 @@ class VipChanged:
 
 
 @dataclass(frozen=True)
+class VipMoved:
+    """The main loop moved the VIP (a reload, a source's VipChanged): the new address or
+    interface is attached but not on yet. The policy puts it on if it holds the VIP."""
+
+
+@dataclass(frozen=True)
 class Stop:
     reason: str = "SIGTERM"
 
@@ -117,6 +123,7 @@ Event = (
     | VipAddFailed
     | VipAdded
     | VipStray
+    | VipMoved
     | Announced
     | AnnounceFailed
     | Stop

@@ -108,4 +108,4 @@ def run(cfg: Config, dest: Path) -> int:
             "%s does not exist yet; kubevipd-kubeconfig.path copies it when it appears",
             cfg.election.kubeconfig,
         )
-    return 0
+    return exitcodes.OK

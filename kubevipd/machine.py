@@ -53,6 +53,7 @@ from kubevipd.events import (
     VipAdded,
     VipAddFailed,
     VipMissing,
+    VipMoved,
     VipStray,
     WriteDone,
 )
@@ -77,7 +78,12 @@ class Machine(VipRules):
             self._link(event.up)
         elif isinstance(event, VipMissing):
             if self.role is Role.LEADER and self.holds_vip:
-                self._restore_vip(out)
+                self._restore_vip(
+                    out, "VIP disappeared from the interface while leader", "restoring it"
+                )
+        elif isinstance(event, VipMoved):
+            if self.role is Role.LEADER and self.holds_vip:
+                self._restore_vip(out, f"VIP moved: {self.vip_text}", "putting it on")
         elif isinstance(event, VipAddFailed):
             self._vip_add_failed(event.error, out)
         elif isinstance(event, VipStray):
@@ -128,11 +134,6 @@ class Machine(VipRules):
             since = self.last_renew_ok if self.last_renew_ok is not None else self.now
             self.deadline = min(self.deadline, since + t.renew_deadline)
             self.next_renew = min(self.next_renew, since + t.retry_period)
-
-    def restart_announcing(self) -> None:
-        """The VIP moved (reload): announce it as after a takeover."""
-        if self.role is Role.LEADER:
-            self._start_announcing()
 
     def _observe(self, record: LeaderRecord | None) -> None:
         old = self.observed
@@ -195,8 +196,13 @@ class Machine(VipRules):
                 self.takeover_after = ev.sent_at + r.record.lease_duration_s
                 self.degraded = r.record.degraded
                 if not self.holds_vip:
-                    self.kernel_lifetime = self._vip_lifetime()
-                    out.append(AddVip(self.kernel_lifetime))
+                    life = self._vip_lifetime()
+                    if life == 0:  # answered so late that no second of lifetime fits: give it back
+                        self.next_attempt = self.now + self.t.lease_duration
+                        self._send(out, "release", release_record(r.record, self.wall))
+                        return
+                    self._fenced(life)
+                    out.append(AddVip(life))
                     self.holds_vip = True
                 else:
                     self._hold_vip(out)

@@ -35,6 +35,7 @@ REMOVE_RETRY_FIRST = 0.05
 # The kernel fence (see _vip_lifetime): Linux removes an address whose lifetime ended at its next
 # check, which runs at most once a second with 250 ms of slack; so up to this late.
 KERNEL_LATE = 1.3
+FENCE_MARGIN = 0.05  # s: the netlink call that sets a lifetime comes a moment after the decision
 
 
 @dataclass
@@ -86,6 +87,7 @@ class MachineState:
     # time plus the lease duration it wrote. The kernel lifetime of the VIP ends before it.
     takeover_after: float = 0.0
     kernel_lifetime: int | None = None  # the lifetime last given to the VIP (None: forever)
+    kernel_ends_at: float | None = None  # when that lifetime ends (monotonic; None: never)
     # A VIP on the interface that this node does not hold: when to remove it again (None: not
     # pending), and how many removals failed in a row.
     remove_due: float | None = None

@@ -25,7 +25,13 @@ from kubevipd.events import (
     Role,
     VipStray,
 )
-from kubevipd.machine_state import ADD_RETRY_MAX, KERNEL_LATE, REMOVE_RETRY_FIRST, MachineState
+from kubevipd.machine_state import (
+    ADD_RETRY_MAX,
+    FENCE_MARGIN,
+    KERNEL_LATE,
+    REMOVE_RETRY_FIRST,
+    MachineState,
+)
 
 
 class VipRules(MachineState):
@@ -90,41 +96,62 @@ class VipRules(MachineState):
             self.remove_due = None
             out.append(RemoveVip())
 
+    def _fence_enabled(self) -> bool:
+        """The timings leave room for the kernel fence: a prompt renewal's lifetime lasts to our
+        own deadline and still ends, however late the kernel acts, before any follower may take
+        the lease (shipped 5s/3s: yes; the lab's 3s/2s: no)."""
+        room = math.floor(self._duration_s() - KERNEL_LATE - FENCE_MARGIN)
+        return room >= math.ceil(self.t.renew_deadline)
+
     def _vip_lifetime(self) -> int | None:
         """Whole seconds for the kernel to keep the VIP: a fence that needs no running daemon.
 
-        It lasts until our own deadline (a living daemon decides, and removes the VIP itself at
-        its deadline; the kernel may act 20 ms early), and ends, even as late as the kernel may
-        act on it, before any follower may take the lease: a daemon that froze, was killed, or
-        restarts too slowly loses the VIP by itself in time. None when the timings leave no
-        such second (the lease must be about 1.3 s longer than the renew deadline): the VIP
-        then stays until removed, and the systemd watchdog with ExecStopPost is the only fence.
+        At most what is left of our own deadline, and short enough that it ends, even as late
+        as the kernel may act on it (and with the netlink call a moment after ``now``), before
+        any follower may take the lease: a daemon that froze, was killed, or restarts too slowly
+        loses the VIP by itself in time. 0: no whole second fits now (the lifetime given before
+        still ends in time). None: the timings leave no room for the fence at all
+        (_fence_enabled): the VIP then stays until removed, and the systemd watchdog with
+        ExecStopPost is the only fence.
         """
-        left = self.deadline - self.now
-        if left <= 0:
+        if not self._fence_enabled():
             return None
-        life = math.ceil(left)
-        return life if self.now + life + KERNEL_LATE <= self.takeover_after else None
+        room = math.floor(self.takeover_after - KERNEL_LATE - FENCE_MARGIN - self.now)
+        left = self.deadline - self.now
+        return max(0, min(math.ceil(left), room)) if left > 0 else 0
+
+    def _fenced(self, life: int | None) -> None:
+        """Record the lifetime given. When it is shorter than what is left of our own deadline
+        (a renewal answered late), the deadline is cut to just before it (the kernel may act
+        20 ms early): a living daemon removes the VIP itself, and knows it did."""
+        if life is None:
+            self.kernel_lifetime = self.kernel_ends_at = None
+            return
+        if life >= 1:
+            self.kernel_lifetime, self.kernel_ends_at = life, self.now + life
+        if self.kernel_ends_at is not None and self.kernel_ends_at < self.deadline:
+            self.deadline = self.kernel_ends_at - 0.02
 
     def _hold_vip(self, out: list[Action]) -> None:
         """After a renewal: extend the kernel's lifetime of the VIP (or set it forever again,
-        after a reload that left no room for a fence)."""
+        after a reload that left no room for a fence). When no whole second fits (a renewal
+        answered very late), nothing is sent: the lifetime given before ends in time."""
         if not self.holds_vip:
             return
         life = self._vip_lifetime()
-        if life is not None or self.kernel_lifetime is not None:
+        if (life is None and self.kernel_lifetime is not None) or (life is not None and life >= 1):
             out.append(HoldVip(life))
-        self.kernel_lifetime = life
+        self._fenced(life)
 
-    def _restore_vip(self, out: list[Action]) -> None:
+    def _restore_vip(self, out: list[Action], news: str, then: str) -> None:
+        """Put the VIP (back) on the interface while leading, with the lifetime it would get
+        now; not when no whole second of lifetime fits: the lease is all but over."""
         life = self._vip_lifetime()
-        if self.kernel_lifetime is not None and life is None:
-            # Its kernel lifetime ended: renewals failed for about the whole renew deadline,
-            # which is all but over. Putting it back for a moment would outlive the fence.
-            self._say(WARNING, "VIP expired at the end of its kernel lifetime; not restoring it")
+        if life == 0:
+            self._say(WARNING, f"{news}; not putting it back this close to the renew deadline")
             return
-        self._say(WARNING, "VIP disappeared from the interface while leader; restoring it")
-        self.kernel_lifetime = life
+        self._say(WARNING, f"{news}; {then}")
+        self._fenced(life)
         out.append(AddVip(life))
         self._start_announcing()
 

@@ -26,7 +26,9 @@ What an implementation must guarantee (Patroni's AbstractDCS is the model of thi
 - ``role``, ``role_since``, ``transitions`` and ``status()``: for ``kubevipd status`` and the
   metrics. ``Role.STOPPED`` ends the main loop, which then removes the VIP whatever happened.
 - ``set_timings(t)``: a reload's new timings apply at once, and never lengthen a deadline
-  already running. ``restart_announcing()``: the VIP moved; announce as after a takeover.
+  already running.
+- ``VipMoved``: the main loop moved the VIP (a reload, a VIP source); a policy that holds it
+  answers with ``AddVip`` and announces as after a takeover.
 """
 
 from __future__ import annotations
@@ -65,5 +67,3 @@ class Policy(Protocol):
     def status(self) -> PolicyStatus: ...
 
     def set_timings(self, t: Timings) -> None: ...
-
-    def restart_announcing(self) -> None: ...

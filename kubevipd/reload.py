@@ -28,6 +28,11 @@ def what_a_reload_applies(old: Config, new: Config) -> tuple[Config, str | None]
             "they take effect after a restart (systemctl restart kubevipd hands over)"
         )
         new = replace(new, election=kept, node_name=old.node_name)
+    if new.announce != old.announce:
+        # The announcer was built with it; a new one comes with a VIP move or a restart.
+        extra = "announce settings changed: they take effect after a restart"
+        warning = f"{warning}; {extra}" if warning else extra
+        new = replace(new, announce=old.announce)
     if new.metrics != old.metrics:
         extra = "metrics.listen changed: it takes effect after a restart"
         warning = f"{warning}; {extra}" if warning else extra

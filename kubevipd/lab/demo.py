@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from kubevipd import exitcodes
 from kubevipd.lab.probes import ApiProber, HolderSampler, Pinger, Replies
 from kubevipd.lab.topology import Lab
 
@@ -67,10 +68,10 @@ def _outages(pinger: Pinger, api: ApiProber, since: float, key: str, out: dict[s
 def main(n_nodes: int = 3, keep_logs: str | None = None) -> int:
     if os.geteuid() != 0:
         print("kubevipd demo needs root: it builds network namespaces", file=sys.stderr)
-        return 2
+        return exitcodes.CONFIG
     if shutil.which("ip") is None:
         print("kubevipd demo needs the ip command (Debian package iproute2)", file=sys.stderr)
-        return 2
+        return exitcodes.CONFIG
     signal.signal(signal.SIGTERM, _interrupt)
     results: dict[str, object] = {}
     lab: Lab | None = None

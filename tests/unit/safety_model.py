@@ -403,11 +403,12 @@ class Cluster(RuleBasedStateMachine):
     def a_daemon_freezes(self, i: int, length: float) -> None:
         """SIGSTOP or a stuck process, with no watchdog: only the kernel's lifetime of its VIP
         can take the VIP away in time. A node whose timings leave no room for that fence
-        (kernel_lifetime None) relies on systemd's watchdog, which the model does not have, so
+        (_fence_enabled False) relies on systemd's watchdog, which the model does not have, so
         it is not frozen while it holds the VIP."""
         i = self.pick(i)
         n = self.nodes[i]
-        if n.down or self.frozen(i) or (n.holds and n.machine.kernel_lifetime is None):
+        fenced = n.machine._fence_enabled()
+        if n.down or self.frozen(i) or (n.holds and not fenced):
             return
         n.frozen_until = self.now + length
 

@@ -322,6 +322,7 @@ def test_a_vip_moved_to_an_interface_that_is_not_there_stays_where_it_was(
     m = r.policy
     m.role, m.holds_vip = Role.LEADER, True  # type: ignore[misc]
     m.deadline = m.next_renew = time.monotonic() + 60  # type: ignore[attr-defined]
+    m.takeover_after = time.monotonic() + 65  # type: ignore[attr-defined]
     m.observed = LeaderRecord(holder="n1", lease_duration_s=5, version="3")  # type: ignore[attr-defined]
     made[-1].up = list(made[-1].vips)
     r._move_vip(r.vips, "eth9")
@@ -587,9 +588,6 @@ class FakePolicy:
 
     def set_timings(self, t: Any) -> None:
         self.t = t
-
-    def restart_announcing(self) -> None:
-        pass
 
 
 def test_a_fake_policy_drives_the_loop_from_start_to_stop(

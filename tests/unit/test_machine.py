@@ -23,11 +23,12 @@ from kubevipd.events import (
     Timings,
     VipAddFailed,
     VipMissing,
+    VipMoved,
     VipStray,
     Write,
     WriteDone,
 )
-from kubevipd.machine import Machine
+from kubevipd.machine import KERNEL_LATE, Machine
 
 T = Timings(lease_duration=5, renew_deadline=3, retry_period=1, link_down_grace=1)
 ARP = AnnounceTiming(burst=(0.0, 0.25, 0.5, 1.0), refresh=3.0)  # what ArpAnnouncer declares
@@ -864,10 +865,41 @@ def test_a_vip_that_expired_in_the_kernel_is_not_put_back_at_the_end_of_its_leas
     s.now += 2.97  # renewals fail; the kernel drops it 20 ms before our own deadline
     d = s.decide(VipMissing())
     assert AddVip(None) not in d.actions and not any(isinstance(a, AddVip) for a in d.actions)
-    assert d.says("VIP expired at the end of its kernel lifetime; not restoring it")
+    assert d.says("not putting it back this close to the renew deadline")
     s2 = Sim()
     s2.healthy()
     w = s2.write_of(s2.ev(Observed(None)))
     s2.complete(w)
     s2.now += 0.5  # deleted by hand mid-lease: restored, with what is left of the lifetime
     assert AddVip(3) in s2.decide(VipMissing()).actions
+
+
+@pytest.mark.parametrize(
+    ("answer", "life"), [(0.01, 3), (0.6, 3), (0.8, 2), (1.0, 2), (1.2, 2), (1.75, 1)]
+)
+def test_a_late_answer_gets_a_shorter_lifetime_never_forever(answer: float, life: int) -> None:
+    """Review of issue 13: with the lifetime dropped whenever ceil(deadline left) did not fit,
+    a renewal answered 0.7-1 s late (an ordinary API timeout) set the VIP forever. Now it gets
+    what fits, and the daemon's own deadline never outlasts it."""
+    s = Sim()
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    s.decide(s.done(w))
+    w = s.write_of(s.tick(1.0))
+    sent, s.now = s.now, s.now + answer
+    d = s.decide(s.done(w, sent))
+    assert HoldVip(life) in d.actions
+    assert s.m.deadline <= s.now + life  # it removes the VIP itself first (or 20 ms after)
+    assert s.now + life + KERNEL_LATE <= sent + 5  # and the kernel ends it before the lease
+
+
+def test_a_vip_moved_while_leading_goes_on_with_the_lifetime_it_would_get_now() -> None:
+    s = Sim()
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    s.decide(s.done(w))
+    s.now += 0.5
+    d = s.decide(VipMoved())
+    assert AddVip(3) in d.actions and Announce() in d.actions
+    s.now += 2.45  # near the end of a lease whose renewals fail: no whole second fits
+    assert not any(isinstance(a, AddVip) for a in s.decide(VipMoved()).actions)

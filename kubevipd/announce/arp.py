@@ -25,7 +25,6 @@ try:
 finally:
     _scapy_log.setLevel(max(_level, logging.ERROR))
 
-log = logging.getLogger("kubevipd.announce")
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 ALL_NODES_MAC = "33:33:00:00:00:01"
 

@@ -97,8 +97,8 @@ class IgnoresARefusedRemoval(Machine):
 
 class LifetimeToTheLease(Machine):
     """Gives the VIP a kernel lifetime up to when followers may take the lease, forgetting that
-    the kernel removes an address up to 1.3 s after its lifetime ended: a frozen leader's VIP
-    outlives its lease."""
+    the kernel removes an address up to KERNEL_LATE (1.9 s) after its lifetime ended: a frozen
+    leader's VIP outlives its lease."""
 
     def _vip_lifetime(self) -> int | None:
         left = self.takeover_after - self.now

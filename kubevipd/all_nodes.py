@@ -9,6 +9,7 @@ factory in kubevipd/parts.py will select it on its own setting.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from kubevipd.announce.base import ONCE, AnnounceTiming
 from kubevipd.events import (
@@ -35,6 +36,8 @@ from kubevipd.policy import PolicyStatus
 
 @dataclass
 class AllNodes:
+    uses_election: ClassVar[bool] = False  # the Policy contract: no Lease client, no watch
+
     identity: str
     t: Timings
     now: float

@@ -64,6 +64,8 @@ __all__ = ["KERNEL_LATE", "Machine", "MachineState"]
 
 
 class Machine(VipRules):
+    uses_election = True  # the Policy contract: the loop runs the Lease client for it
+
     def handle(self, event: Event | None, now: float, wall: float) -> Decision:
         """Apply one event (None: only time passed): what to do, in order, and why."""
         self.now, self.wall = now, wall

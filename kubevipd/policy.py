@@ -27,6 +27,10 @@ What an implementation must guarantee (Patroni's AbstractDCS is the model of thi
   metrics. ``Role.STOPPED`` ends the main loop, which then removes the VIP whatever happened.
 - ``set_timings(t)``: a reload's new timings apply at once, and never lengthen a deadline
   already running.
+- ``uses_election``: True when it decides on a Lock's news (``Observed``, ``WriteDone``): the
+  main loop then connects the election backend, watches the lock and warns when the systemd
+  watchdog is too slow to fence. False (the all-nodes policy): none of that runs, and the
+  policy never returns a ``Write``.
 - ``VipMoved``: the main loop moved the VIP (a reload, a VIP source); a policy that holds it
   answers with ``AddVip`` and announces as after a takeover.
 """
@@ -59,6 +63,9 @@ class Policy(Protocol):
     link_up: bool
     vip_text: str
     announce_timing: AnnounceTiming
+
+    @property
+    def uses_election(self) -> bool: ...
 
     def handle(self, event: Event | None, now: float, wall: float) -> Decision: ...
 

@@ -11,21 +11,21 @@ import logging
 from collections.abc import Callable
 
 from kubevipd.config.model import Config, ElectionSpec
+from kubevipd.election.base import Election
 from kubevipd.election.lease import ElectionSetupError
-from kubevipd.parts import ElectionClient
 from kubevipd.resolve import election_spec
 
 log = logging.getLogger("kubevipd")
 
 
 class ElectionConnector:
-    def __init__(self, make: Callable[[ElectionSpec, str], ElectionClient], identity: str) -> None:
+    def __init__(self, make: Callable[[ElectionSpec, str], Election], identity: str) -> None:
         self.make = make
         self.identity = identity
         self._waiting_for_file = False
         self._last_error = ""
 
-    def connect(self, cfg: Config, vip_text: str) -> ElectionClient | None:
+    def connect(self, cfg: Config, vip_text: str) -> Election | None:
         """The client, or None while the kubeconfig is missing or not usable yet."""
         spec = election_spec(cfg)
         if not spec.kubeconfig.exists():

@@ -28,6 +28,7 @@ from kubevipd.config import ConfigError, load
 from kubevipd.config.model import Config
 from kubevipd.connect import ElectionConnector
 from kubevipd.effects import Effects, FromLink
+from kubevipd.election.base import Election
 from kubevipd.events import (
     Decision,
     Event,
@@ -42,7 +43,7 @@ from kubevipd.events import (
 from kubevipd.journal import setup_logging
 from kubevipd.metrics import Metrics
 from kubevipd.notify import Notifier, watchdog_fence_warning
-from kubevipd.parts import ElectionClient, Health, Parts, PolicyStart, timings
+from kubevipd.parts import Health, Parts, PolicyStart, timings
 from kubevipd.policy import Policy
 from kubevipd.reload import what_a_reload_applies
 from kubevipd.report import Reporter
@@ -103,7 +104,7 @@ class Daemon:
         )
         self.connector = ElectionConnector(self.parts.election, self.identity)
         self.attached: Attached | None = None
-        self.election: ElectionClient | None = None
+        self.election: Election | None = None
         self.health: Health | None = None
         self.watch_thread: threading.Thread | None = None
         self.stopping = False
@@ -190,21 +191,25 @@ class Daemon:
             self.q.put(Stop(signal.Signals(signum).name))
         if self.cfg.metrics is not None:
             self.metrics.serve_or_retry(self.cfg.metrics.listen, self._metrics_stop)
+        elects = self.policy.uses_election
         t = self.policy.t
         fence = watchdog_fence_warning(
             self.notifier.watchdog_interval, t.lease_duration, t.retry_period
         )
-        if fence:
+        if fence and elects:
             log.warning("%s", fence)
         self.source.start(self.put)
-        self._connect_election()
+        if elects:
+            self._connect_election()
+        else:  # no lock to wait for: only health decides
+            self._start_health()
         self.notifier.ready(self._status_line())
         stop_by: float | None = None
         try:
             self._step(None)
             while self.policy.role is not Role.STOPPED:
                 now = time.monotonic()
-                if self.election is None and not self.stopping:
+                if elects and self.election is None and not self.stopping:
                     self._connect_election()
                 wake = self.policy.next_wakeup()
                 timeout = self.notifier.max_sleep()  # at most 1s: also retries the kubeconfig
@@ -265,7 +270,9 @@ class Daemon:
     # reporting --------------------------------------------------------------
 
     def _status_line(self) -> str:
-        waiting = str(self.cfg.election.kubeconfig) if self.election is None else None
+        waiting = None
+        if self.policy.uses_election and self.election is None:
+            waiting = str(self.cfg.election.kubeconfig)
         return self.reporter.status_line(self.policy, self._vip_text(), waiting)
 
     def _publish(self) -> None:
@@ -320,9 +327,12 @@ class Daemon:
         """The one path a VIP moves on at run time, whatever moved it (a reload today; a DNS
         name or a DHCP lease later). Swapped in place: only the leader holds one, so there is
         never a second holder."""
-        holding = self.policy.holds_vip
         old_text = self._vip_text()
-        if holding and self.attached is not None:
+        if self.attached is not None:
+            # Off the old interface first, held or not: a stray copy (a removal refused before,
+            # another run's) would stay there unwatched once the status refresh looks at the
+            # new one. Until it is off, the VIP does not move (an error says so): the next reload,
+            # or the source's next change, tries again.
             try:
                 self.attached.link.remove()
             except InterfaceError as e:

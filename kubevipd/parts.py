@@ -28,16 +28,6 @@ from kubevipd.vip.source import VipSource
 from kubevipd.vip.static import StaticVipSource
 
 
-class ElectionClient(Election, Protocol):
-    """An election the loop can run: the lock, plus what the Lease backend adds for a
-    hand-over through the other apiservers and for the health check's CA."""
-
-    @property
-    def ca_file(self) -> str | None: ...
-
-    def run_peer_refresh(self, stopped: Callable[[], bool]) -> None: ...
-
-
 class Health(Protocol):
     def start(self) -> None: ...
 
@@ -112,7 +102,7 @@ def build_announcer(cfg: Config, ifname: str, link: VipLink, vips: Sequence[Vip]
     return ArpAnnouncer(ifname, link.mac(), vips, refresh)
 
 
-def build_election(spec: ElectionSpec, identity: str) -> ElectionClient:
+def build_election(spec: ElectionSpec, identity: str) -> Election:
     return LeaseElection(spec, identity)
 
 
@@ -131,5 +121,5 @@ class Parts:
     link: Callable[[str, list[Vip]], VipLink] = VipLink
     monitor: Callable[..., Monitor] = Monitor
     announcer: Callable[[Config, str, VipLink, Sequence[Vip]], Announcer] = build_announcer
-    election: Callable[[ElectionSpec, str], ElectionClient] = build_election
+    election: Callable[[ElectionSpec, str], Election] = build_election
     health: Callable[[HealthSpec, str | None, Callable[[bool, str], None]], Health] = build_health

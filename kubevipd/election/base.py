@@ -130,7 +130,19 @@ Observer = Callable[[LeaderRecord | None], None]
 
 
 class Election(Protocol):
-    """A lock with compare-and-swap and a change stream. Every call has a timeout."""
+    """A lock with compare-and-swap and a change stream, the contract of an election backend
+    (the Kubernetes Lease: kubevipd/election/lease.py). What an implementation must guarantee:
+
+    - ``write``: atomic compare-and-swap on ``record.version``; never retried behind the
+      caller's back, and returns within ``timeout`` (a hung call must not delay the leader's
+      drop): every failure is a ``WriteResult`` with ``ok`` False and an ``error_kind``, never
+      an exception for a network or server failure.
+    - ``watch``: every new version of the record reaches ``observe``, even one whose content is
+      unchanged (a follower restarts its expiry on any new version); it reconnects by itself
+      and returns only once ``stopped()``.
+    - It is called from several threads at once (writes from a pool, the watch, the peer
+      refresh): each call must be safe beside the others.
+    """
 
     identity: str
 
@@ -150,4 +162,18 @@ class Election(Protocol):
         """Call ``observe`` with every new state of the record until ``stopped()``; blocks."""
         ...
 
-    def close(self) -> None: ...
+    @property
+    def ca_file(self) -> str | None:
+        """The CA bundle the lock's API is verified with (None: the system's); the health
+        check of the local apiserver trusts the same one."""
+        ...
+
+    def run_peer_refresh(self, stopped: Callable[[], bool]) -> None:
+        """Keep up to date the other places a release can go when ours does not answer (the
+        Lease: the other control-plane apiservers); blocks until ``stopped()``. A backend with
+        only one place returns at once."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; no call is made after it."""
+        ...

@@ -564,6 +564,8 @@ class FakePolicy:
     """A policy that says what the test scripts: the loop must carry out and log any policy's
     decisions, and stop when it says STOPPED, knowing nothing else of it."""
 
+    uses_election = False
+
     def __init__(self, cfg: object, start: Any) -> None:
         self.t = start.timings
         self.role, self.role_since, self.transitions = Role.STARTING, start.now, 0
@@ -596,7 +598,6 @@ def test_a_fake_policy_drives_the_loop_from_start_to_stop(
     r = seams(tmp_path, policy=FakePolicy, vip_source=FakeSource)
     p: FakePolicy = r.policy  # type: ignore[assignment]
     p.script = [Decision([AddVip(), Announce()], ((logging.INFO, "scripted: take it"),))]
-    r._connect_election = lambda: None  # type: ignore[method-assign]
     link: FakeLink = r.attached.link  # type: ignore[union-attr,assignment]
     with caplog.at_level(logging.INFO, logger="kubevipd.machine"):
         assert r.run() == 0  # stops when the policy says STOPPED
@@ -604,3 +605,62 @@ def test_a_fake_policy_drives_the_loop_from_start_to_stop(
     assert p.heard[0] is None  # the first turn: time only
     assert isinstance(p.heard[-1], VipAdded)  # the outcome of its AddVip came back as an event
     assert link.lifetimes == [None] and link.up == []  # carried out, then removed at exit
+
+
+def test_a_policy_without_an_election_runs_no_lease_client_and_health_still_decides(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review of issue 13: the loop connected the Lease client, its watch, and the watchdog's
+    fence warning for any policy. A policy that does not elect (all nodes) gets none of it,
+    and its health check still starts."""
+
+    def no_election(spec: Any, identity: str) -> Any:
+        raise AssertionError("an election backend was made for a policy that does not elect")
+
+    r: Daemon | None = None
+
+    class Health:
+        def __init__(self, spec: Any, ca: str | None, report: Any) -> None:
+            self.report = report
+
+        def start(self) -> None:
+            self.report(True, "200 from /livez")
+            assert r is not None
+            r.q.put(Stop("test"))  # after the health news: the loop acts on it, then stops
+
+        def stop(self) -> None:
+            pass
+
+    r = seams(
+        tmp_path,
+        policy=build_all_nodes_policy,
+        vip_source=FakeSource,
+        election=no_election,
+        health=Health,
+    )
+    r.notifier.watchdog_interval = 10.0  # far too slow for any lease: no warning all the same
+    link: FakeLink = r.attached.link  # type: ignore[union-attr,assignment]
+    with caplog.at_level(logging.INFO):
+        assert r.run() == 0
+    assert link.lifetimes == [None]  # held while healthy (then removed at exit)
+    assert r.election is None
+    assert "kubeconfig" not in caplog.text and "watchdog" not in caplog.text.lower()
+
+
+def test_a_vip_moved_while_following_leaves_no_stray_copy_on_the_old_interface(
+    loop: Daemon,
+) -> None:
+    """Review of issue 13: a follower moved the VIP without removing it from the old
+    interface; a stray copy there (a removal refused before) stayed, and no one watched it."""
+    assert loop.attached is not None and not loop.policy.holds_vip
+    old: FakeLink = loop.attached.link  # type: ignore[assignment]
+    old.up = list(old.vips)  # a stray copy, e.g. left by a removal netlink refused earlier
+    old.refuse_remove = True
+    moved = (Vip(ip_address("192.0.2.76"), 32),)
+    loop.dispatch(VipChanged(moved, "eth1"))
+    assert loop.attached.link is old and loop.vips == old.vips  # not moved while it is there
+    old.refuse_remove = False
+    loop.dispatch(VipChanged(moved, "eth1"))
+    assert old.up == []
+    new: FakeLink = loop.attached.link  # type: ignore[assignment]
+    assert (new.ifname, new.up, loop.vips) == ("eth1", [], list(moved))  # a follower: not held

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -263,6 +264,21 @@ def test_loopback_urls_verify_kubeadms_certificate_name(tmp_path: Path) -> None:
         server.stop()
 
 
+def _blocked_in_a_read(t: threading.Thread, timeout: float) -> bool:
+    """Wait (bounded) until thread ``t`` sits in a socket read, as its Python stack shows."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        frame = sys._current_frames().get(t.ident or -1)
+        names = set()
+        while frame is not None:
+            names.add(frame.f_code.co_name)
+            frame = frame.f_back
+        if names & {"readinto", "recv_into", "recv"}:
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def test_close_ends_a_watch_blocked_in_a_read(
     api: LabApiServer, kubeconfig: KubeconfigFactory
 ) -> None:
@@ -276,7 +292,7 @@ def test_close_ends_a_watch_blocked_in_a_read(
     while api.watches < 1 and time.monotonic() < end:
         time.sleep(0.01)
     assert api.watches == 1
-    time.sleep(0.2)  # the reader is now blocked waiting for the next event
+    assert _blocked_in_a_read(t, 5.0)  # the reader now waits for the next event
     began = time.monotonic()
     e.close()
     assert time.monotonic() - began < 1.0

@@ -38,6 +38,7 @@ class States:
         self.c = c
         self.seen: list[str] = []
         self._stop = threading.Event()
+        self._changed = threading.Condition()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> States:
@@ -52,8 +53,15 @@ class States:
         while not self._stop.is_set():
             r = self.c.systemctl("show", "-P", "ActiveState", UNIT, check=False).stdout.strip()
             if r and (not self.seen or self.seen[-1] != r):
-                self.seen.append(r)
+                with self._changed:
+                    self.seen.append(r)
+                    self._changed.notify_all()
             self._stop.wait(0.02)
+
+    def reach(self, state: str, timeout: float) -> bool:
+        """Wait (bounded) until the poller has recorded ``state`` as the latest."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.seen[-1:] == [state], timeout)
 
 
 @pytest.fixture
@@ -110,7 +118,7 @@ def test_the_package_under_systemd(setup: tuple[Lab, SystemdContainer, Node, str
     with States(c) as states:
         c.systemctl("enable", "--now", UNIT)
         assert c.prop(UNIT, "ActiveState") == "active"
-        time.sleep(0.1)
+        assert states.reach("active", 5), states.seen
     assert "activating" in states.seen and states.seen[-1] == "active", states.seen
     assert states.seen.index("activating") < states.seen.index("active")
     assert "waiting for /etc/kubernetes/admin.conf" in c.prop(UNIT, "StatusText")

@@ -136,6 +136,10 @@ class LeaseWatch:
         )
         self._resp = resp
         try:
+            # close() sets ``closed`` and then interrupts the stream it sees: one that came
+            # after (we were still reading its headers) must end here, not block for a minute.
+            if self._closed.is_set():
+                return rv
             for line in iter_resp_lines(resp):
                 if stopped():
                     break

@@ -13,7 +13,9 @@ What an implementation must guarantee:
   any thread; ``emit`` only queues. A source that resolves or asks the network does so on a
   thread of its own, bounded in time, and keeps the last good answer on failure (logged).
 - ``on_role(leading)``: told when this node starts or stops leading (DHCP asks for its lease
-  only while leading, and releases it after). Must not block.
+  only while leading, and releases it after). Called once the decision that changed the role
+  was carried out: a node stepping down has removed the VIP from its interface before its
+  source gives the address up. Must not block.
 - ``reload(cfg)``: a SIGHUP's new config; returns the addresses it names now, or raises
   ``kubevipd.resolve.RunError`` with one line when it cannot (the running VIP then stays).
 - ``stop()``: ends its threads; called once, last.

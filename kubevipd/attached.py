@@ -1,8 +1,10 @@
 """The parts bound to one interface and one VIP: the netlink link, the announcer, the monitor.
 
 They come and go together: at start, and whenever the VIP moves (a reload, later a DNS name or
-a DHCP lease). Each attachment has a generation; news from a monitor of an older one is
-dropped by the main loop, so a reload never acts on what the replaced interface said.
+a DHCP lease). Each attachment has a generation; news from a monitor of an older one, or the
+outcome of a call on its announcer, is dropped by the main loop, so a reload never acts on what
+the replaced interface said. The effects hold the current attachment itself, never copies of
+its parts.
 """
 
 from __future__ import annotations
@@ -37,20 +39,15 @@ class Attached:
         effects: Effects,
         put: Callable[[object], None],
     ) -> None:
-        """Bind to ``ifname`` for ``vips`` and point the effects at these parts."""
+        """Bind to ``ifname`` for ``vips`` and point the effects at this attachment."""
+        self.ifname = ifname
+        self.vips: tuple[Vip, ...] = tuple(vips)
         try:
             self.link: VipLink = parts.link(ifname, vips)
         except InterfaceError as e:
             raise InterfaceMissing(str(e)) from None
         self.announcer: Announcer = parts.announcer(cfg, ifname, self.link, vips)
-        effects.link, effects.announcer, effects.ifname, effects.vip_count = (
-            self.link,
-            self.announcer,
-            ifname,
-            len(vips),
-        )
-        effects.generation += 1
-        gen = self.generation = effects.generation
+        gen = self.generation = effects.attach(self)
         self.monitor: Monitor = parts.monitor(
             self.link.index,
             vips,
@@ -75,10 +72,11 @@ class Attached:
                 time.sleep(0.1)
 
     def detach(self, effects: Effects) -> None:
+        """Let go of the interface. A slow announcer is closed after the calls still queued
+        for it (a withdraw after the VIP's removal), never under them."""
         self.monitor.stop()
-        self.announcer.close()
+        effects.detach(self)
         self.link.close()
-        effects.link = effects.announcer = None
 
 
 def attach_when_there(

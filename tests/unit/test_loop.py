@@ -445,7 +445,8 @@ def test_any_policy_runs_the_loop_and_the_loop_logs_what_it_says(
     r.dispatch(HealthChanged(False))
     assert link.up == [] and r.policy.role is Role.FOLLOWER
     assert r.source.roles == [True, False]  # type: ignore[attr-defined]
-    assert [type(e) for e in queued(r)] == [VipAdded, Announced]  # each outcome reported
+    gen = r.effects.generation
+    assert queued(r) == [VipAdded(), FromLink(gen, Announced(2))]  # each outcome reported
 
 
 def test_a_vip_source_that_moves_the_vip_takes_the_one_path_and_cleanup_follows_it(
@@ -497,12 +498,13 @@ def test_a_slow_announcer_runs_off_the_loop_and_reports_its_outcome(loop: Daemon
     loop.attached.link.up = list(loop.vips)  # type: ignore[attr-defined]
     loop.policy.role, loop.policy.holds_vip = Role.LEADER, True
     run_batch(loop, [Announce()])
-    assert next_of(loop, Announced | AnnounceFailed) == Announced(2)
+    gen = loop.effects.generation
+    assert next_of(loop, FromLink) == FromLink(gen, Announced(2))
     assert announcer.threads and announcer.threads[0] != threading.current_thread().name
     announcer.fail = "cannot reach the API: timed out"
     run_batch(loop, [Announce()])
-    failed = next_of(loop, Announced | AnnounceFailed)
-    assert failed == AnnounceFailed("cannot reach the API: timed out")
+    failed = next_of(loop, FromLink)
+    assert failed == FromLink(gen, AnnounceFailed("cannot reach the API: timed out"))
 
 
 def test_a_vip_that_cannot_be_removed_at_exit_is_not_a_clean_exit_and_cleanup_keeps_the_lease(

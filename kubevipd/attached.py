@@ -38,15 +38,22 @@ class Attached:
         vips: list[Vip],
         effects: Effects,
         put: Callable[[object], None],
+        announcer: Announcer | None = None,
     ) -> None:
-        """Bind to ``ifname`` for ``vips`` and point the effects at this attachment."""
+        """Bind to ``ifname`` for ``vips`` and point the effects at this attachment. Given the
+        ``announcer`` of an earlier attachment to the same interface, keep it and tell it the
+        new VIP (``set_vips``): a BGP speaker keeps its sessions when only the address moves."""
         self.ifname = ifname
         self.vips: tuple[Vip, ...] = tuple(vips)
         try:
             self.link: VipLink = parts.link(ifname, vips)
         except InterfaceError as e:
             raise InterfaceMissing(str(e)) from None
-        self.announcer: Announcer = parts.announcer(cfg, ifname, self.link, vips)
+        if announcer is not None:
+            announcer.set_vips(vips)
+            self.announcer: Announcer = announcer
+        else:
+            self.announcer = parts.announcer(cfg, ifname, self.link, vips)
         gen = self.generation = effects.attach(self)
         self.monitor: Monitor = parts.monitor(
             self.link.index,
@@ -71,11 +78,12 @@ class Attached:
                 log.warning("%s; trying again", e)
                 time.sleep(0.1)
 
-    def detach(self, effects: Effects) -> None:
+    def detach(self, effects: Effects, keep_announcer: bool = False) -> None:
         """Let go of the interface. A slow announcer is closed after the calls still queued
-        for it (a withdraw after the VIP's removal), never under them."""
+        for it (a withdraw after the VIP's removal), never under them; with
+        ``keep_announcer``, not at all (the next attachment to this interface takes it)."""
         self.monitor.stop()
-        effects.detach(self)
+        effects.detach(self, close_announcer=not keep_announcer)
         self.link.close()
 
 

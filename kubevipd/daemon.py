@@ -23,6 +23,7 @@ from types import FrameType
 
 from kubevipd import exitcodes
 from kubevipd import status as status_file
+from kubevipd.announce.base import Announcer
 from kubevipd.attached import Attached, InterfaceMissing, attach_when_there
 from kubevipd.config import ConfigError, load
 from kubevipd.config.model import Config
@@ -85,10 +86,9 @@ class Daemon:
         self.put: Callable[[object], None] = self.q.put  # type: ignore[assignment]
         self.identity = resolve_identity(cfg)
         self.source = self.parts.vip_source(cfg)
-        vips = self.source.current()
-        if vips is None:  # a DHCP source: not in this version (check_supported refuses it)
-            raise RunError("the VIP is not known before leadership; this version cannot run it")
-        self.vips: list[Vip] = list(vips)
+        # None: known only later (DHCP, once leading): attached with no address until the
+        # source's VipChanged; holding "it" meanwhile adds and announces nothing.
+        self.vips: list[Vip] = list(self.source.current() or ())
         check_server_is_not_the_vip(cfg, self.vips)
         self.ifname = cfg.interface or ""  # resolved in _wait_for_interface
         self.notifier = Notifier()
@@ -130,6 +130,8 @@ class Daemon:
     # setup ------------------------------------------------------------------
 
     def _vip_text(self) -> str:
+        if not self.vips:
+            return f"VIP (not known yet) on {self.ifname}"
         return f"VIP {', '.join(str(v) for v in self.vips)} on {self.ifname}"
 
     def _wait_for_interface(self) -> None:
@@ -138,14 +140,14 @@ class Daemon:
             self.parts, self.cfg, self.vips, self.effects, self.put, wait
         )
 
-    def _attach_link(self) -> None:
+    def _attach_link(self, announcer: Announcer | None = None) -> None:
         self.attached = Attached(
-            self.parts, self.cfg, self.ifname, self.vips, self.effects, self.put
+            self.parts, self.cfg, self.ifname, self.vips, self.effects, self.put, announcer
         )
 
-    def _detach_link(self) -> None:
+    def _detach_link(self, keep_announcer: bool = False) -> None:
         if self.attached is not None:
-            self.attached.detach(self.effects)
+            self.attached.detach(self.effects, keep_announcer)
         self.attached = None
 
     def _connect_election(self) -> None:
@@ -338,15 +340,19 @@ class Daemon:
             except InterfaceError as e:
                 log.error("%s; keeping %s", e, old_text)
                 return
-        self._detach_link()
+        # Same interface: the announcer stays, told the new VIP (set_vips), so a BGP speaker
+        # keeps its sessions; another interface gets one of its own.
+        assert self.attached is not None
+        kept = self.attached.announcer if ifname == self.ifname else None
+        self._detach_link(keep_announcer=kept is not None)
         old = (self.vips, self.ifname)
         self.vips, self.ifname = vips, ifname
         try:
-            self._attach_link()
+            self._attach_link(kept)
         except RunError as e:
             log.error("%s; keeping %s", e, old_text)
             self.vips, self.ifname = old
-            self._attach_link()
+            self._attach_link(kept)
         assert self.attached is not None
         link = self.attached.link
         self.policy.vip_text = self._vip_text()
@@ -366,6 +372,8 @@ class Daemon:
         self._metrics_stop.set()
         att = self.attached
         removed = att is None or att.remove_for_good(within=self.policy.t.renew_deadline)
+        if removed and self.policy.holds_vip:
+            self.effects.withdraw()  # drained by effects.close() below when slow
         self.policy.holds_vip = False
         if self.health is not None:
             self.health.stop()

@@ -176,11 +176,14 @@ class Effects:
         self.attached = attached
         return self.generation
 
-    def detach(self, attached: Attached) -> None:
-        """Stop acting on ``attached`` and close its announcer: a slow one after the calls
-        queued for it (a withdraw still to go), a fast one at once."""
+    def detach(self, attached: Attached, close_announcer: bool = True) -> None:
+        """Stop acting on ``attached`` and close its announcer (unless the next attachment
+        keeps it): a slow one after the calls queued for it (a withdraw still to go), a fast
+        one at once."""
         if self.attached is attached:
             self.attached = None
+        if not close_announcer:
+            return
         announcer = attached.announcer
         if not announcer.slow:
             announcer.close()
@@ -229,6 +232,8 @@ class Effects:
                 return False
             self._call(att, withdraw=True)
         elif isinstance(a, Announce):
+            if not att.vips:  # a source that knows the VIP only later (DHCP): nothing to tell
+                return True
             # A backstop for a netlink monitor that went deaf: announce only what is held.
             if not self.vip_on_interface():
                 log.warning("the VIP is not on %s at announcement time; restoring it", att.ifname)
@@ -268,16 +273,17 @@ class Effects:
         now: by the time a slow call ends the VIP may have moved."""
         announcer, gen = att.announcer, att.generation
         if not announcer.slow:
-            self._announce(announcer, gen, withdraw)
+            self._guarded(announcer, gen, withdraw)
             return
         vips = ", ".join(str(v) for v in att.vips)
         what = f"{'withdrawal' if withdraw else 'announcement'} of {vips} on {att.ifname}"
-        if not self.slow.submit(what, lambda: self._on_worker(announcer, gen, withdraw)):
+        if not self.slow.submit(what, lambda: self._guarded(announcer, gen, withdraw)):
             log.debug("not done, stopping: %s", what)
 
-    def _on_worker(self, announcer: Announcer, gen: int, withdraw: bool) -> None:
-        """A slow call: whatever it raises comes back as AnnounceFailed (on a worker it would
-        be lost), and the worker goes on with the next call."""
+    def _guarded(self, announcer: Announcer, gen: int, withdraw: bool) -> None:
+        """Whatever an announcer raises comes back as AnnounceFailed: on a worker it would be
+        lost (and the worker goes on with the next call); on the loop's thread it would end
+        the daemon, VIP and all, over an announcement."""
         try:
             self._announce(announcer, gen, withdraw)
         except Exception as e:
@@ -297,6 +303,12 @@ class Effects:
             return
         self.metrics.announcements.inc(sent)
         self.put(FromLink(gen, Announced(sent)))
+
+    def withdraw(self) -> None:
+        """At exit, once the VIP is off the interface: tell the network (a BGP route must not
+        outlive us). A slow announcer's withdraw is drained by ``close``."""
+        if self.attached is not None:
+            self._call(self.attached, withdraw=True)
 
     def vips_on_interface(self) -> int:
         """How many of the VIP's addresses are on the interface now, as netlink says."""

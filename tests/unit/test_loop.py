@@ -109,7 +109,9 @@ class FakeAnnouncer:
         self.vips = vips
 
     def close(self) -> None:
-        pass
+        self.closed = True
+
+    closed = False
 
 
 class FakeMonitor:
@@ -666,3 +668,73 @@ def test_a_vip_moved_while_following_leaves_no_stray_copy_on_the_old_interface(
     assert old.up == []
     new: FakeLink = loop.attached.link  # type: ignore[assignment]
     assert (new.ifname, new.up, loop.vips) == ("eth1", [], list(moved))  # a follower: not held
+
+
+def test_a_vip_moved_on_the_same_interface_keeps_its_announcer_and_tells_it(
+    loop: Daemon,
+) -> None:
+    """Review of issue 13: Announcer.set_vips was never called; every move built a new
+    announcer (for BGP: a new speaker, every session dropped). Same interface: kept and told;
+    another interface: a new one, and the old one closed."""
+    assert loop.attached is not None
+    first: FakeAnnouncer = loop.attached.announcer  # type: ignore[assignment]
+    moved = (Vip(ip_address("192.0.2.76"), 32),)
+    loop.dispatch(VipChanged(moved, "eth0"))
+    assert loop.attached.announcer is first and list(first.vips) == list(moved)
+    assert not first.closed
+    loop.dispatch(VipChanged(moved, "eth1"))
+    assert loop.attached.announcer is not first and first.closed
+
+
+def test_a_vip_known_only_later_is_held_as_nothing_then_put_on_when_the_source_says(
+    tmp_path: Path,
+) -> None:
+    """Ready for DHCP: a source whose current() is None at start (the address comes once this
+    node leads) no longer stops the daemon. Leading before it is known adds and announces
+    nothing, and asks for no restore; its VipChanged then takes the one path."""
+
+    class Later(FakeSource):
+        def current(self) -> tuple[Vip, ...] | None:  # type: ignore[override]
+            return None
+
+    r = seams(tmp_path, policy=build_all_nodes_policy, vip_source=Later)
+    assert r.vips == [] and "not known yet" in r._vip_text()
+    r.dispatch(HealthChanged(True))
+    assert r.source.roles == [True]  # type: ignore[attr-defined]
+    announcer: FakeAnnouncer = r.attached.announcer  # type: ignore[union-attr,assignment]
+    assert announcer.sent == 0
+    assert [type(e) for e in queued(r)] == [VipAdded]  # no VipMissing: nothing was missing
+    got = (Vip(ip_address("192.0.2.80"), 32),)
+    r.dispatch(VipChanged(got, "eth0"))
+    link: FakeLink = r.attached.link  # type: ignore[union-attr,assignment]
+    assert link.up == list(got) and announcer.sent == 1 and list(announcer.vips) == list(got)
+
+
+def test_a_vip_still_held_at_exit_is_withdrawn_once_removed(loop: Daemon) -> None:
+    """Review of issue 13: the exit path removed the VIP but never told the announcer (a BGP
+    route would outlive the daemon)."""
+    assert loop.attached is not None
+    announcer: FakeAnnouncer = loop.attached.announcer  # type: ignore[assignment]
+    loop.attached.link.up = list(loop.vips)  # type: ignore[attr-defined]
+    loop.policy.role, loop.policy.holds_vip = Role.LEADER, True
+    assert loop._shutdown() is True
+    assert announcer.withdrawn == 1 and announcer.closed
+
+
+def test_an_announcer_that_raises_what_it_should_not_is_a_failed_announcement(
+    loop: Daemon,
+) -> None:
+    """On the loop's own thread an unexpected exception used to end the daemon over an
+    announcement; it is reported as AnnounceFailed like any other failure."""
+    assert loop.attached is not None
+    announcer: FakeAnnouncer = loop.attached.announcer  # type: ignore[assignment]
+
+    def broken() -> int:
+        raise RuntimeError("scapy: no such device")
+
+    announcer.announce = broken  # type: ignore[method-assign]
+    loop.attached.link.up = list(loop.vips)  # type: ignore[attr-defined]
+    loop.policy.role, loop.policy.holds_vip = Role.LEADER, True
+    run_batch(loop, [Announce()])
+    (out,) = [e for e in queued(loop) if isinstance(e, FromLink)]
+    assert isinstance(out.event, AnnounceFailed) and "RuntimeError" in out.event.error

@@ -11,9 +11,10 @@ import logging
 from collections.abc import Callable
 
 from kubevipd.config.model import Config, ElectionSpec
-from kubevipd.election.base import Election
+from kubevipd.election.base import Election, Observer
 from kubevipd.election.lease import ElectionSetupError
 from kubevipd.resolve import election_spec
+from kubevipd.supervise import supervise
 
 log = logging.getLogger("kubevipd")
 
@@ -60,4 +61,17 @@ class ElectionConnector:
             spec.renew_deadline,
             spec.retry_period,
         )
+        return election
+
+    def start(
+        self, cfg: Config, vip_text: str, observe: Observer, stopped: Callable[[], bool]
+    ) -> Election | None:
+        """``connect``, then the client's threads, each supervised: the watch of the lock
+        (every new record to ``observe``), and the refresh of the other apiservers, where a
+        release goes when ours is down (election/peers.py). Both end once ``stopped()``."""
+        election = self.connect(cfg, vip_text)
+        if election is None:
+            return None
+        supervise("lease-watch", lambda: election.watch(observe, stopped), stopped)
+        supervise("apiservers", lambda: election.run_peer_refresh(stopped), stopped)
         return election

@@ -17,7 +17,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -46,7 +45,7 @@ from kubevipd.metrics import Metrics
 from kubevipd.notify import Notifier, watchdog_fence_warning
 from kubevipd.parts import Health, Parts, PolicyStart, timings
 from kubevipd.policy import Policy
-from kubevipd.reload import what_a_reload_applies
+from kubevipd.reload import Reload, what_a_reload_applies
 from kubevipd.report import Reporter
 from kubevipd.resolve import (
     RunError,
@@ -55,7 +54,6 @@ from kubevipd.resolve import (
     resolve_identity,
     resolve_interface,
 )
-from kubevipd.supervise import supervise
 from kubevipd.vip.model import Vip
 from kubevipd.vip.netlink import InterfaceError
 
@@ -63,11 +61,6 @@ log = logging.getLogger("kubevipd")
 decisions = logging.getLogger("kubevipd.machine")  # what the policy says, under its own name
 
 INTERFACE_WAIT_S = 20.0  # within the unit's TimeoutStartSec=30s
-
-
-@dataclass(frozen=True)
-class Reload:
-    pass
 
 
 Item = Event | Reload | FromLink | VipChanged
@@ -106,7 +99,6 @@ class Daemon:
         self.attached: Attached | None = None
         self.election: Election | None = None
         self.health: Health | None = None
-        self.watch_thread: threading.Thread | None = None
         self.stopping = False
         self._metrics_stop = threading.Event()  # set at shutdown: the metrics retry ends
         self.health_text = "disabled" if not cfg.health.enabled else "unknown"
@@ -152,21 +144,12 @@ class Daemon:
 
     def _connect_election(self) -> None:
         """Create the Lease client once the kubeconfig exists (kubeadm init writes it)."""
-        self.election = self.connector.connect(self.cfg, self._vip_text())
-        if self.election is None:
-            return
-        self.effects.election = election = self.election
-
-        def stopped() -> bool:
-            return self.stopping
-
-        def watch() -> None:
-            election.watch(lambda r: self.q.put(Observed(r)), stopped)
-
-        self.watch_thread = supervise("lease-watch", watch, stopped)
-        # The other apiservers, where a release goes when ours is down (election/peers.py).
-        supervise("apiservers", lambda: election.run_peer_refresh(stopped), stopped)
-        self._start_health()
+        self.election = self.connector.start(
+            self.cfg, self._vip_text(), lambda r: self.q.put(Observed(r)), lambda: self.stopping
+        )
+        if self.election is not None:
+            self.effects.election = self.election
+            self._start_health()
 
     def _start_health(self) -> None:
         if self.health is not None:

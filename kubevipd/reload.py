@@ -8,9 +8,14 @@ hand-over, so they are kept until then, and the log says so.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from kubevipd.config.model import Config
+
+
+@dataclass(frozen=True)
+class Reload:
+    """SIGHUP: put on the main loop's queue by the signal handler."""
 
 
 def what_a_reload_applies(old: Config, new: Config) -> tuple[Config, str | None]:

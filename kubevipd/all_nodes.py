@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from kubevipd.announce.base import ONCE, AnnounceTiming
+from kubevipd.announce.base import ONCE, AnnounceSchedule, AnnounceTiming
 from kubevipd.events import (
     INFO,
     WARNING,
@@ -55,7 +55,7 @@ class AllNodes:
     last_error: str = ""
     retry_at: float = 0.0  # after netlink refused the VIP
     link_down_since: float | None = None
-    announce_due: list[float] = field(default_factory=list)
+    announcements: AnnounceSchedule = field(default_factory=AnnounceSchedule)
     _said: list[tuple[int, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -79,6 +79,7 @@ class AllNodes:
             self._announce_from_now()
         elif isinstance(event, VipAddFailed):
             self.holds_vip = False
+            self.announcements.clear()  # or next_wakeup stays in the past: a busy loop
             self.last_error = event.error
             self.retry_at = now + self.t.lease_duration
         elif isinstance(event, VipStray) and not self.holds_vip:
@@ -109,23 +110,21 @@ class AllNodes:
             self._become(Role.FOLLOWER, why)
         elif not should and self.role is Role.STARTING and self.healthy is not None:
             self._become(Role.FOLLOWER, "waiting to be healthy")
-        while self.holds_vip and self.announce_due and self.announce_due[0] <= self.now:
-            self.announce_due.pop(0)
-            if not self.announce_due and self.announce_timing.refresh is not None:
-                self.announce_due.append(self.now + self.announce_timing.refresh)
-            out.append(Announce())
+        if self.holds_vip:
+            out.extend(Announce() for _ in range(self.announcements.due(self.now)))
 
     def _drop(self, out: list[Action]) -> None:
         if self.holds_vip:
             out.append(RemoveVip())
             self.holds_vip = False
-        self.announce_due = []
+        self.announcements.clear()
 
     def _announce_from_now(self) -> None:
-        self.announce_due = [self.now + d for d in self.announce_timing.burst]
+        self.announcements.start(self.now, self.announce_timing)
 
     def next_wakeup(self) -> float | None:
-        times = [*self.announce_due[:1]]
+        announce_at = self.announcements.next_at()
+        times = [] if announce_at is None else [announce_at]
         if self.link_down_since is not None and self.holds_vip:
             times.append(self.link_down_since + self.t.link_down_grace)
         if not self.holds_vip and self.retry_at > self.now:

@@ -113,8 +113,8 @@ class Machine(VipRules):
                 times.append(self.next_renew)
             if self.link_down_since is not None:
                 times.append(self.link_down_since + self.t.link_down_grace)
-            if self.announce_due:
-                times.append(self.announce_due[0])
+            if (announce_at := self.announcements.next_at()) is not None:
+                times.append(announce_at)
         elif self.role is Role.STARTING and self.holds_vip:
             times.append(self._inherited_until())
         elif self.role is Role.FOLLOWER and self.in_flight is None:
@@ -306,16 +306,11 @@ class Machine(VipRules):
         if reason:
             self._step_down(out, reason)
             return
-        while self.announce_due and self.announce_due[0] <= self.now:
-            self.announce_due.pop(0)
-            if not self.announce_due:
-                refresh = self.announce_timing.refresh
-                if refresh is not None:
-                    self.announce_due.append(self.now + refresh)
-            out.append(Announce())
+        out.extend(Announce() for _ in range(self.announcements.due(self.now)))
         if self.in_flight is None and self.now >= self.next_renew:
             degraded = self.degraded and not self._gate_open()
             rec = acquire_record(r, self.identity, self._duration_s(), self.wall, degraded)
+            self._fence_for_renewal(out)  # a shorter lease after a reload: the lifetime first
             self._send(out, "renew", rec)
 
     def _follow(self, out: list[Action]) -> None:

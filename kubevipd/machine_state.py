@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from kubevipd.announce.base import ONCE, AnnounceTiming
+from kubevipd.announce.base import ONCE, AnnounceSchedule, AnnounceTiming
 from kubevipd.election.base import (
     LeaderRecord,
     Op,
@@ -76,7 +76,7 @@ class MachineState:
     degraded: bool = False  # leading although unhealthy, because no healthy node took over
     stopping: bool = False
     requested_takeover_of: str | None = None
-    announce_due: list[float] = field(default_factory=list)
+    announcements: AnnounceSchedule = field(default_factory=AnnounceSchedule)
     step_down_reason: str = ""
     # Writes still out whose answers no longer gate the next one: a release went out beside
     # them, because a renewal hung on a dying apiserver must not delay a hand-over.
@@ -155,7 +155,7 @@ class MachineState:
         return min(self.t.renew_deadline, self._sent_renew_deadline)
 
     def _start_announcing(self) -> None:
-        self.announce_due = [self.now + d for d in self.announce_timing.burst]
+        self.announcements.start(self.now, self.announce_timing)
 
     def _gate_open(self) -> bool:
         return not self.t.health_gate or self.healthy is True

@@ -143,6 +143,34 @@ class VipRules(MachineState):
             out.append(HoldVip(life))
         self._fenced(life)
 
+    def _fence_for_renewal(self, out: list[Action]) -> None:
+        """Before a renewal goes out: cut the VIP's kernel lifetime to this renewal's lease.
+
+        Followers that see the renewal may take the lease its lease duration after they saw it.
+        After a reload to a shorter lease that can be before the lifetime given so far ends (it
+        was sized for the longer one), and the leader may freeze right after sending, before the
+        answer and the HoldVip that follows it: two holders. So the HoldVip comes first, in this
+        decision, before the Write, sized for the earlier of the two takeovers: the one known so
+        far (the renewal may never land) and now + the new duration (the Write leaves after this
+        decision, so followers see it later still). A VIP held forever (timings that had no room
+        for the fence, before the reload) gets its first lifetime here the same way. In steady
+        state a renewal lets nobody take the lease earlier, and nothing extra is sent.
+
+        Not when the new timings leave no room for the fence (_fence_enabled): the answer then
+        sets the VIP forever and the systemd watchdog is the fence for this renewal as for every
+        later one; a lifetime cut for this one alone would not fence the next, and would cut the
+        deadline (_fenced) below the renew deadline. The lifetime given before stays as it is
+        until that answer.
+        """
+        if not self.holds_vip or not self._fence_enabled():
+            return
+        takeover = self.now + self._duration_s()
+        if takeover >= self.takeover_after and self.kernel_lifetime is not None:
+            return  # the lifetime given ends before this renewal lets anyone take the lease
+        # Also after this renewal's answer if it fails: the write may have landed all the same.
+        self.takeover_after = min(self.takeover_after, takeover)
+        self._hold_vip(out)
+
     def _restore_vip(self, out: list[Action], news: str, then: str) -> None:
         """Put the VIP (back) on the interface while leading, with the lifetime it would get
         now; not when no whole second of lifetime fits: the lease is all but over."""
@@ -160,7 +188,7 @@ class VipRules(MachineState):
             out.append(RemoveVip())
             self.holds_vip = False
             self.remove_failures = 0  # a new removal: a failure of it is first tried again at once
-        self.announce_due = []
+        self.announcements.clear()
         self.degraded = False
 
     def _lose(self, out: list[Action], why: str) -> None:

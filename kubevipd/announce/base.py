@@ -26,13 +26,14 @@ What an implementation must guarantee:
 - ``close()``: release sockets and children; called once, last.
 
 Each announcer is built by an explicit factory that matches on the config
-(kubevipd/parts.py), never by dynamic loading.
+(kubevipd/parts.py), never by dynamic loading. ``AnnounceSchedule`` turns a timing into due
+times; every policy keeps one, so the Lease machine and the all-nodes policy announce alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from kubevipd.vip.model import Vip
@@ -49,6 +50,48 @@ class AnnounceTiming:
 
 
 ONCE = AnnounceTiming(burst=(0.0,), refresh=None)
+
+
+@dataclass
+class AnnounceSchedule:
+    """When to announce while holding the VIP, from an announcer's timing; pure, no clock.
+
+    What it guarantees, for ``start(now, timing)`` and then ``due(now)`` at non-decreasing
+    times: every burst offset counts exactly once, at the first ``due()`` at or after
+    start + offset (several at once when called late: one announcement each, so a late loop
+    still sends the whole burst); after the last of them, refresh announcements every
+    ``refresh`` seconds counted from when the previous one was *returned* (a late call never
+    makes the next one come early); none at all with refresh None. ``next_at()`` is the time
+    from which ``due()`` returns more than 0 (None: nothing scheduled), for ``next_wakeup``.
+    ``start()`` again restarts the burst (the VIP went up again); ``clear()`` stops it all.
+    """
+
+    _due: list[float] = field(default_factory=list)
+    _refresh: float | None = None
+
+    def start(self, now: float, timing: AnnounceTiming) -> None:
+        """The VIP went up here now: the burst from now, then the timing's refresh."""
+        self._due = sorted(now + d for d in timing.burst)
+        self._refresh = timing.refresh
+
+    def clear(self) -> None:
+        """The VIP is gone from here: nothing more to announce until ``start()``."""
+        self._due, self._refresh = [], None
+
+    def due(self, now: float) -> int:
+        """How many announcements are due by ``now`` (0: none); they count as sent."""
+        n = 0
+        while self._due and self._due[0] <= now:
+            self._due.pop(0)
+            n += 1
+            if not self._due and self._refresh is not None:
+                self._due.append(now + self._refresh)
+                break  # counted from now: never due in this call, even with a refresh of 0
+        return n
+
+    def next_at(self) -> float | None:
+        """The monotonic time of the next announcement, or None."""
+        return self._due[0] if self._due else None
 
 
 class Announcer(Protocol):

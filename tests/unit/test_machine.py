@@ -893,6 +893,86 @@ def test_a_late_answer_gets_a_shorter_lifetime_never_forever(answer: float, life
     assert s.now + life + KERNEL_LATE <= sent + 5  # and the kernel ends it before the lease
 
 
+def _hold_then_write(actions: list[object]) -> tuple[HoldVip, Write]:
+    """The HoldVip and the renewal of one decision, the HoldVip first."""
+    holds = [k for k, a in enumerate(actions) if isinstance(a, HoldVip)]
+    writes = [k for k, a in enumerate(actions) if isinstance(a, Write)]
+    assert len(holds) == 1 and len(writes) == 1 and holds[0] < writes[0], actions
+    return actions[holds[0]], actions[writes[0]]  # type: ignore[return-value]
+
+
+def test_a_reload_to_a_shorter_lease_cuts_the_kernel_lifetime_before_the_renewal() -> None:
+    """10s/5s, then a reload to 5s/3s: followers that see the next renewal may take the lease
+    5s after it, but the VIP's lifetime was sized for 10s (it could last to 105.01 + 1.9 s).
+    A leader that froze right after sending that renewal would keep the VIP past 106: two
+    holders. So the lifetime is cut first, in the same decision, before the Write."""
+    s = Sim(t=replace(T, lease_duration=10, renew_deadline=5, retry_period=2))
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    sent, s.now = s.now, s.now + 0.01
+    assert AddVip(5) in s.decide(s.done(w, sent)).actions  # min(5s to the deadline, 8)
+    s.now = 100.5
+    s.m.set_timings(T)  # 5s/3s/1s
+    assert s.m.deadline == pytest.approx(103.0)  # never beyond what the new timings allow
+    s.now = 101.0
+    hold, renew = _hold_then_write(s.decide(None).actions)
+    assert renew.record.lease_duration_s == 5
+    assert hold == HoldVip(2)  # to the deadline, 103, and 103 + 1.9 < 106
+    assert s.m.kernel_ends_at is not None and s.m.kernel_ends_at + KERNEL_LATE < s.now + 5
+    assert s.m.deadline <= min(s.m.kernel_ends_at, 100.0 + T.renew_deadline)
+    s.now += 0.01  # the answer: the usual HoldVip, and the next renewal needs no cut
+    assert HoldVip(3) in s.decide(s.done(renew, 101.0)).actions
+    w = s.write_of(s.tick(0.99))
+    assert not any(isinstance(a, HoldVip) for a in s.decide(None).actions)
+    assert w.record.lease_duration_s == 5
+
+
+def test_a_renewal_that_fails_after_the_cut_keeps_the_shorter_takeover() -> None:
+    """The renewal may have landed although its answer was an error: the followers may count
+    from it, so every later lifetime stays sized for it."""
+    s = Sim(t=replace(T, lease_duration=10, renew_deadline=5, retry_period=2))
+    s.healthy()
+    s.complete(s.write_of(s.ev(Observed(None))))
+    s.m.set_timings(T)
+    s.now = 101.0
+    _hold_then_write(s.decide(None).actions)
+    s.now = 101.5
+    s.decide(WriteDone("renew", WriteResult(ok=False, error="timeout"), 101.0))
+    assert s.m.takeover_after == pytest.approx(106.0)
+    s.now = 101.5  # restored: with the lifetime that ends before 106, late as the kernel acts
+    d = s.decide(VipMissing())
+    (add,) = [a for a in d.actions if isinstance(a, AddVip)]
+    assert add.lifetime is not None and s.now + add.lifetime + KERNEL_LATE < 106.0
+
+
+def test_a_reload_that_makes_room_for_the_fence_gives_the_vip_a_lifetime_first() -> None:
+    """5s/4.4s leaves no room (the VIP is held forever); a reload to 5s/3s does: the renewal
+    under the new timings is fenced from the moment it is sent, not from its answer."""
+    s = Sim(t=replace(T, renew_deadline=4.4))
+    s.healthy()
+    w = s.write_of(s.ev(Observed(None)))
+    assert AddVip(None) in s.decide(s.done(w)).actions
+    s.now = 100.5
+    s.m.set_timings(T)
+    s.now = 101.0
+    hold, _ = _hold_then_write(s.decide(None).actions)
+    assert hold == HoldVip(2)  # ends, late as the kernel acts, before 105 (the last write's)
+
+
+def test_a_reload_too_tight_for_the_fence_sends_the_renewal_as_it_is() -> None:
+    """10s/5s, then the lab's 3s/2s: no lifetime lasts to the renew deadline and still ends in
+    time; the watchdog is the fence from here, as for any such timings (_fence_for_renewal)."""
+    s = Sim(t=replace(T, lease_duration=10, renew_deadline=5, retry_period=2))
+    s.healthy()
+    s.complete(s.write_of(s.ev(Observed(None))))
+    s.m.set_timings(Timings(lease_duration=3, renew_deadline=2, retry_period=0.5))
+    s.now = 100.5
+    d = s.decide(None)
+    assert [type(a) for a in d.actions if isinstance(a, HoldVip | Write)] == [Write]
+    assert s.m.deadline == pytest.approx(102.0)
+    assert HoldVip(None) in s.decide(s.done(s.write_of(d.actions), 100.5)).actions
+
+
 def test_a_vip_moved_while_leading_goes_on_with_the_lifetime_it_would_get_now() -> None:
     s = Sim()
     s.healthy()

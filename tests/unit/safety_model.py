@@ -55,8 +55,9 @@ MAX_EVENTS = 5000  # per time step: every loop is bounded
 @st.composite
 def timings(draw: Callable[..., Any]) -> Timings:
     """What the loader accepts (lease > renew > 1.2 x retry, whole milliseconds), with integer
-    and fractional leases."""
-    lease = draw(st.sampled_from([1.0, 2.5, 5.0]))
+    and fractional leases. Two of them leave room for the kernel fence, 10s/5s and 5s/2.5s, so
+    that a reload from one to the other shortens a fenced lease."""
+    lease = draw(st.sampled_from([1.0, 2.5, 5.0, 10.0]))
     renew = round(lease * draw(st.sampled_from([0.5, 0.88])), 3)
     retry = round(renew / draw(st.sampled_from([1.25, 4.0])), 3)
     return Timings(
@@ -125,6 +126,8 @@ class Node:
     down: bool = False  # stopped (SIGTERM) and not started again yet
     frozen_until: float = 0.0  # SIGSTOP, a stuck process: it hears nothing until then
     kernel_token: int = 0  # the last lifetime given to its VIP (an older expiry is void)
+    lifetime: int | None = None  # that lifetime (None: forever)
+    freeze_after_write: float = 0.0  # freezes this long right after its next write goes out
 
 
 MachineFactory = Callable[..., Machine]
@@ -211,6 +214,9 @@ class Cluster(RuleBasedStateMachine):
             self.check()
         if n.machine.role is Role.STOPPED and not n.down:
             self.shut_down(i)
+        if n.freeze_after_write and any(isinstance(a, Write) for a in out):
+            length, n.freeze_after_write = n.freeze_after_write, 0.0
+            self.freeze(i, length)
 
     def shut_down(self, i: int) -> None:
         """The the main loop's exit: the VIP is removed whatever happened; its writes still out may
@@ -224,6 +230,7 @@ class Cluster(RuleBasedStateMachine):
         it may (its check runs at most once a second): the worst case for the property."""
         n = self.nodes[i]
         n.kernel_token += 1
+        n.lifetime = lifetime
         if lifetime is not None:
             self.at(self.now + lifetime + KERNEL_LATE, "expire", (i, n.kernel_token))
 
@@ -403,11 +410,15 @@ class Cluster(RuleBasedStateMachine):
     def a_daemon_freezes(self, i: int, length: float) -> None:
         """SIGSTOP or a stuck process, with no watchdog: only the kernel's lifetime of its VIP
         can take the VIP away in time. A node whose timings leave no room for that fence
-        (_fence_enabled False) relies on systemd's watchdog, which the model does not have, so
-        it is not frozen while it holds the VIP."""
-        i = self.pick(i)
+        (_fence_enabled False), or whose VIP has no lifetime yet (held forever under such
+        timings before a reload), relies on systemd's watchdog, which the model does not have,
+        so it is not frozen while it holds the VIP (the_leader_reloads_then_freezes_after_its_
+        next_write freezes one right after the renewal that carries a reload's lease)."""
+        self.freeze(self.pick(i), length)
+
+    def freeze(self, i: int, length: float) -> None:
         n = self.nodes[i]
-        fenced = n.machine._fence_enabled()
+        fenced = n.machine._fence_enabled() and n.lifetime is not None
         if n.down or self.frozen(i) or (n.holds and not fenced):
             return
         n.frozen_until = self.now + length
@@ -459,6 +470,16 @@ class Cluster(RuleBasedStateMachine):
         i = self.pick(NODES)
         self.a_reload_changes_the_timings(i, t)
         self.a_link_changes(i, Link(lose_answers=True), (after, Link(cut=True)))
+
+    @rule(t=timings(), length=st.sampled_from([4.0, 20.0]))
+    def the_leader_reloads_then_freezes_after_its_next_write(
+        self, t: Timings, length: float
+    ) -> None:
+        """A reload, then a freeze right after the renewal that carries the new lease duration,
+        before its answer and what the machine does on it."""
+        i = self.pick(NODES)
+        self.a_reload_changes_the_timings(i, t)
+        self.nodes[i].freeze_after_write = length
 
     @rule(i=WHO, remove=st.booleans())
     def netlink_refuses_once(self, i: int, remove: bool) -> None:

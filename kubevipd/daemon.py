@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from kubevipd import exitcodes
 from kubevipd import status as status_file
@@ -170,19 +169,14 @@ class Daemon:
 
     def run(self, early_signals: list[int] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_stop_signal)
+            signal.signal(sig, lambda signum, _: self.q.put(Stop(signal.Signals(signum).name)))
         signal.signal(signal.SIGHUP, lambda *_: self.q.put(Reload()))
         for signum in early_signals or []:
             self.q.put(Stop(signal.Signals(signum).name))
         if self.cfg.metrics is not None:
             self.metrics.serve_or_retry(self.cfg.metrics.listen, self._metrics_stop)
         elects = self.policy.uses_election
-        t = self.policy.t
-        fence = watchdog_fence_warning(
-            self.notifier.watchdog_interval, t.lease_duration, t.retry_period
-        )
-        if fence and elects:
-            log.warning("%s", fence)
+        self._warn_if_the_watchdog_cannot_fence()
         self.source.start(self.put)
         if elects:
             self._connect_election()
@@ -222,8 +216,12 @@ class Daemon:
         # ExecStopPost's cleanup tries again and leaves the lease alone while it is up.
         return status if removed else exitcodes.FAILURE
 
-    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.q.put(Stop(signal.Signals(signum).name))
+    def _warn_if_the_watchdog_cannot_fence(self) -> None:
+        """At start and after a reload's new timings: one line when the watchdog is too slow."""
+        t, interval = self.policy.t, self.notifier.watchdog_interval
+        fence = watchdog_fence_warning(interval, t.lease_duration, t.retry_period)
+        if fence and self.policy.uses_election:
+            log.warning("%s", fence)
 
     def dispatch(self, item: Item | None) -> None:
         """One turn of the loop for one item off the queue (None: only time passed)."""
@@ -300,6 +298,7 @@ class Daemon:
         if new_vips != self.vips or new_ifname != self.ifname:
             self._move_vip(new_vips, new_ifname)
         self.policy.set_timings(timings(new))
+        self._warn_if_the_watchdog_cannot_fence()
         if new.health != old.health:
             self._start_health()
         logging.getLogger().setLevel(new.log_level.upper())

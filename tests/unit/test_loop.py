@@ -738,3 +738,19 @@ def test_an_announcer_that_raises_what_it_should_not_is_a_failed_announcement(
     run_batch(loop, [Announce()])
     (out,) = [e for e in queued(loop) if isinstance(e, FromLink)]
     assert isinstance(out.event, AnnounceFailed) and "RuntimeError" in out.event.error
+
+
+def test_a_reload_to_a_lease_too_short_for_the_watchdog_says_so(
+    loop: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review of issue 13: the watchdog's fence was checked at start only; a reload to a
+    shorter lease could leave a frozen leader unfenced without a word."""
+    loop.notifier.watchdog_interval = 2.0
+    Path(loop.config_path).write_text(
+        "node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n"
+        "election: {lease_duration: 3s, renew_deadline: 2s, retry_period: 500ms}\n"
+    )
+    with caplog.at_level(logging.WARNING):
+        loop._reload()
+    assert "too short for systemd's watchdog" in caplog.text
+    assert loop.policy.t.lease_duration == 3.0

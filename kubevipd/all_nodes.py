@@ -18,6 +18,7 @@ from kubevipd.events import (
     Action,
     AddVip,
     Announce,
+    AnnounceFailed,
     Decision,
     Event,
     HealthChanged,
@@ -31,6 +32,7 @@ from kubevipd.events import (
     VipMoved,
     VipStray,
 )
+from kubevipd.machine_state import REMOVE_RETRY_FIRST, REPEAT_EVERY
 from kubevipd.policy import PolicyStatus
 
 
@@ -56,6 +58,11 @@ class AllNodes:
     retry_at: float = 0.0  # after netlink refused the VIP
     link_down_since: float | None = None
     announcements: AnnounceSchedule = field(default_factory=AnnounceSchedule)
+    # A VIP on the interface that this node does not hold: when to remove it (None: not
+    # pending), and how many removals netlink refused in a row (the Lease machine's backoff).
+    remove_due: float | None = None
+    remove_failures: int = 0
+    _repeat: tuple[str, float] = ("", 0.0)  # the last repeating warning, and when it was said
     _said: list[tuple[int, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -68,8 +75,7 @@ class AllNodes:
         if isinstance(event, HealthChanged):
             self.healthy = event.healthy
         elif isinstance(event, LinkChanged):
-            self.link_up = event.up
-            self.link_down_since = None if event.up else now
+            self._link(event.up)
         elif isinstance(event, VipMissing) and self.holds_vip:
             self._say(WARNING, "VIP disappeared from the interface; restoring it")
             out.append(AddVip())
@@ -82,15 +88,60 @@ class AllNodes:
             self.announcements.clear()  # or next_wakeup stays in the past: a busy loop
             self.last_error = event.error
             self.retry_at = now + self.t.lease_duration
+            wait = self.t.lease_duration
+            self._become(
+                Role.FOLLOWER, f"netlink refused the VIP ({event.error}); trying again in {wait:g}s"
+            )
         elif isinstance(event, VipStray) and not self.holds_vip:
-            out.append(RemoveVip())
+            self._vip_stray(event)
+        elif isinstance(event, AnnounceFailed):
+            again = self.announcements.next_at() is not None
+            then = "trying again at the next due time" if again else "none is due again for now"
+            self._warn_repeating(f"announcement failed: {event.error}; {then}")
         elif isinstance(event, Stop):
             self.stopping = True
         self._decide(out)
         said, self._said = tuple(self._said), []
         return Decision(out, said)
 
+    def _link(self, up: bool) -> None:
+        """Only a change counts: a repeated carrier-down must not restart the grace."""
+        if up == self.link_up:
+            return
+        self.link_up = up
+        self.link_down_since = None if up else self.now
+        if not up:
+            self._say(WARNING, "interface lost carrier")
+            return
+        self._say(INFO, "interface carrier is back")
+        if self.holds_vip:
+            self._announce_from_now()  # the neighbours may have forgotten it: a new burst
+
+    def _vip_stray(self, ev: VipStray) -> None:
+        """A removal netlink refused is tried again at once, then after pauses doubling from
+        REMOVE_RETRY_FIRST up to the retry period, as the Lease machine does (not a hot loop)."""
+        pause = 0.0
+        if ev.failed:
+            self.remove_failures += 1
+            n = self.remove_failures
+            if n > 1:
+                pause = min(REMOVE_RETRY_FIRST * 2 ** (n - 2), self.t.retry_period)
+        doing = "trying again" if ev.failed else "removing it"
+        self._warn_repeating(f"the VIP is on the interface while not held ({ev.reason}); {doing}")
+        due = self.now + pause
+        self.remove_due = due if self.remove_due is None else min(self.remove_due, due)
+
+    def _remove_stray(self, out: list[Action]) -> None:
+        if self.remove_due is None:
+            return
+        if self.holds_vip:
+            self.remove_due = None  # holding again: the VIP is meant to be there
+        elif self.now >= self.remove_due:
+            self.remove_due = None
+            out.append(RemoveVip())
+
     def _decide(self, out: list[Action]) -> None:
+        self._remove_stray(out)
         if self.stopping:
             self._drop(out)
             self._become(Role.STOPPED, "stopped")
@@ -117,6 +168,7 @@ class AllNodes:
         if self.holds_vip:
             out.append(RemoveVip())
             self.holds_vip = False
+            self.remove_failures = 0  # a new removal: a failure of it is first tried again at once
         self.announcements.clear()
 
     def _announce_from_now(self) -> None:
@@ -129,6 +181,8 @@ class AllNodes:
             times.append(self.link_down_since + self.t.link_down_grace)
         if not self.holds_vip and self.retry_at > self.now:
             times.append(self.retry_at)
+        if self.remove_due is not None:
+            times.append(self.remove_due)
         return min(times) if times else None
 
     def status(self) -> PolicyStatus:
@@ -140,6 +194,13 @@ class AllNodes:
 
     def _say(self, level: int, sentence: str) -> None:
         self._said.append((level, sentence))
+
+    def _warn_repeating(self, msg: str) -> None:
+        """The same failure again is said once every REPEAT_EVERY seconds, as by the machine."""
+        last, at = self._repeat
+        if msg != last or self.now - at >= REPEAT_EVERY:
+            self._say(WARNING, msg)
+            self._repeat = (msg, self.now)
 
     def _become(self, role: Role, why: str) -> None:
         if role is self.role:

@@ -8,8 +8,11 @@ import pytest
 from kubevipd.all_nodes import AllNodes
 from kubevipd.announce.base import ONCE, AnnounceSchedule, AnnounceTiming
 from kubevipd.events import (
+    INFO,
+    WARNING,
     AddVip,
     Announce,
+    AnnounceFailed,
     HealthChanged,
     LinkChanged,
     RemoveVip,
@@ -18,6 +21,7 @@ from kubevipd.events import (
     Timings,
     VipAddFailed,
     VipMissing,
+    VipStray,
 )
 
 ARP = AnnounceTiming(burst=(0.0, 0.25, 0.5, 1.0), refresh=3.0)  # what ArpAnnouncer declares
@@ -134,3 +138,99 @@ def test_stop_removes_the_vip_and_stops() -> None:
     p.handle(HealthChanged(True), 100.0, 0.0)
     d = p.handle(Stop("SIGTERM"), 100.1, 0.0)
     assert d.actions == [RemoveVip()] and p.role is Role.STOPPED and p.next_wakeup() is None
+
+
+def test_a_refused_vip_makes_a_follower_that_says_when_it_tries_again() -> None:
+    """Review: after VipAddFailed the role stayed LEADER with holds_vip False, even once
+    unhealthy."""
+    p = node()
+    p.handle(HealthChanged(True), 100.0, 0.0)
+    d = p.handle(VipAddFailed("EBUSY"), 100.1, 0.0)
+    assert p.role is Role.FOLLOWER and not p.holds_vip and p.status().holder == ""
+    assert d.said == (
+        (INFO, "follower: netlink refused the VIP (EBUSY); trying again in 5s, the VIP"),
+    )
+    assert p.handle(HealthChanged(False), 101.0, 0.0).actions == [] and p.role is Role.FOLLOWER
+    p.handle(HealthChanged(True), 102.0, 0.0)
+    assert p.role is Role.FOLLOWER and p.next_wakeup() == pytest.approx(105.1)
+    assert p.handle(None, 105.1, 0.0).actions[:1] == [AddVip()] and p.role is Role.LEADER
+
+
+def test_a_removal_netlink_refuses_is_tried_again_at_once_then_with_growing_pauses() -> None:
+    """Review: every VipStray(failed=True) got RemoveVip at once, a hot loop (the effects layer
+    logs each refusal). Now as the Lease machine: once at once, then from REMOVE_RETRY_FIRST
+    doubling up to the retry period, with next_wakeup at the due time."""
+    p = node()
+    p.handle(HealthChanged(True), 100.0, 0.0)
+    assert p.handle(HealthChanged(False), 100.0, 0.0).actions == [RemoveVip()]
+    refused = VipStray("could not remove it: EPERM", failed=True)
+    d = p.handle(refused, 100.0, 0.0)
+    assert d.actions == [RemoveVip()]  # a transient error is gone by now
+    assert d.said == (
+        (
+            WARNING,
+            "the VIP is on the interface while not held (could not remove it: EPERM); trying again",
+        ),
+    )
+    now, pauses = 100.0, []
+    for _ in range(7):
+        d = p.handle(refused, now, 0.0)
+        assert d.actions == [] and d.said == ()  # the same failure: said once a minute
+        due = p.next_wakeup()
+        assert due is not None and p.handle(None, (due + now) / 2, 0.0).actions == []
+        pauses.append(round(due - now, 6))
+        now = due
+        assert p.handle(None, now, 0.0).actions == [RemoveVip()]
+    assert pauses == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]  # up to retry_period
+    # Found on the interface (not refused): removed at once, whatever failed before.
+    assert p.handle(VipStray("netlink shows it"), now, 0.0).actions == [RemoveVip()]
+    # Held again while a retry is due: the VIP is meant to be there, no RemoveVip.
+    p.handle(refused, now, 0.0)
+    assert p.handle(HealthChanged(True), now, 0.0).actions[:1] == [AddVip()]
+    assert p.handle(None, now + 5.0, 0.0).actions.count(RemoveVip()) == 0
+    # A new removal starts over: its first failure is tried again at once.
+    assert p.handle(HealthChanged(False), now + 5.0, 0.0).actions == [RemoveVip()]
+    assert p.handle(refused, now + 5.0, 0.0).actions == [RemoveVip()]
+
+
+def test_the_carrier_back_while_holding_restarts_the_burst() -> None:
+    """Review: the Lease machine announces anew when the carrier comes back (the neighbours
+    may have dropped the entry meanwhile); the all-nodes policy did not."""
+    p = node()
+    p.handle(HealthChanged(True), 100.0, 0.0)
+    p.handle(None, 101.0, 0.0)  # the burst is over
+    assert p.next_wakeup() == pytest.approx(104.0)
+    assert p.handle(LinkChanged(False), 102.0, 0.0).says("interface lost carrier")
+    d = p.handle(LinkChanged(True), 102.5, 0.0)
+    assert d.actions == [Announce()] and d.says("interface carrier is back")
+    assert p.next_wakeup() == 102.75
+    assert p.handle(None, 103.5, 0.0).actions == [Announce(), Announce(), Announce()]
+
+
+def test_a_repeated_carrier_loss_does_not_restart_the_grace() -> None:
+    p = node()
+    p.handle(HealthChanged(True), 100.0, 0.0)
+    p.handle(None, 101.0, 0.0)
+    p.handle(LinkChanged(False), 102.0, 0.0)
+    assert p.handle(LinkChanged(False), 102.5, 0.0).said == ()
+    assert p.next_wakeup() == 103.0
+    assert p.handle(None, 103.0, 0.0).actions == [RemoveVip()]
+
+
+def test_an_announce_failure_is_said_once_a_minute_and_announcing_goes_on() -> None:
+    """Review: AnnounceFailed was ignored, and the effects layer does not log AnnounceError:
+    every failure was invisible."""
+    p = node()
+    p.handle(HealthChanged(True), 100.0, 0.0)
+    d = p.handle(AnnounceFailed("sendto eth0: ENETDOWN"), 100.01, 0.0)
+    said = "announcement failed: sendto eth0: ENETDOWN; trying again at the next due time"
+    assert d.actions == [] and d.said == ((WARNING, said),)
+    assert p.next_wakeup() == 100.25 and p.handle(None, 100.25, 0.0).actions == [Announce()]
+    assert p.handle(AnnounceFailed("sendto eth0: ENETDOWN"), 100.26, 0.0).said == ()
+    assert p.handle(AnnounceFailed("sendto eth0: ENETDOWN"), 160.02, 0.0).said == ((WARNING, said),)
+    assert p.handle(AnnounceFailed("sendto eth0: EPERM"), 160.03, 0.0).says("EPERM")  # new: at once
+    assert p.role is Role.LEADER and p.holds_vip
+    once = node(ONCE)
+    once.handle(HealthChanged(True), 100.0, 0.0)
+    d = once.handle(AnnounceFailed("ENETDOWN"), 100.01, 0.0)
+    assert d.said == ((WARNING, "announcement failed: ENETDOWN; none is due again for now"),)

@@ -50,8 +50,12 @@ class Attached:
         except InterfaceError as e:
             raise InterfaceMissing(str(e)) from None
         if announcer is not None:
-            announcer.set_vips(vips)
             self.announcer: Announcer = announcer
+            if announcer.slow:  # after its queued calls (a withdraw of the old VIP), in order
+                what = f"new VIP for the announcer on {ifname}"
+                effects.slow.submit(what, lambda: announcer.set_vips(vips))
+            else:
+                announcer.set_vips(vips)
         else:
             self.announcer = parts.announcer(cfg, ifname, self.link, vips)
         gen = self.generation = effects.attach(self)

@@ -23,7 +23,6 @@ from kubevipd import exitcodes
 from kubevipd import status as status_file
 from kubevipd.announce.base import Announcer
 from kubevipd.attached import Attached, InterfaceMissing, attach_when_there
-from kubevipd.config import ConfigError, load
 from kubevipd.config.model import Config
 from kubevipd.connect import ElectionConnector
 from kubevipd.effects import Effects, FromLink
@@ -44,7 +43,7 @@ from kubevipd.metrics import Metrics
 from kubevipd.notify import Notifier, watchdog_fence_warning
 from kubevipd.parts import Health, Parts, PolicyStart, timings
 from kubevipd.policy import Policy
-from kubevipd.reload import Reload, what_a_reload_applies
+from kubevipd.reload import Reload, read_reload
 from kubevipd.report import Reporter
 from kubevipd.resolve import (
     RunError,
@@ -55,6 +54,7 @@ from kubevipd.resolve import (
 )
 from kubevipd.vip.model import Vip
 from kubevipd.vip.netlink import InterfaceError
+from kubevipd.vip.source import RoleNotice
 
 log = logging.getLogger("kubevipd")
 decisions = logging.getLogger("kubevipd.machine")  # what the policy says, under its own name
@@ -78,6 +78,7 @@ class Daemon:
         self.put: Callable[[object], None] = self.q.put  # type: ignore[assignment]
         self.identity = resolve_identity(cfg)
         self.source = self.parts.vip_source(cfg)
+        self.roles = RoleNotice(self.source)
         # None: known only later (DHCP, once leading): attached with no address until the
         # source's VipChanged; holding "it" meanwhile adds and announces nothing.
         self.vips: list[Vip] = list(self.source.current() or ())
@@ -116,7 +117,6 @@ class Daemon:
                 announce_timing=self.attached.announcer.timing,
             ),
         )
-        self.policy.link_up = self.attached.link.carrier()
 
     # setup ------------------------------------------------------------------
 
@@ -186,6 +186,9 @@ class Daemon:
         stop_by: float | None = None
         try:
             self._step(None)
+            assert self.attached is not None
+            if not self.attached.link.carrier():  # a policy starts believing it has carrier
+                self._step(LinkChanged(False))
             while self.policy.role is not Role.STOPPED:
                 now = time.monotonic()
                 if elects and self.election is None and not self.stopping:
@@ -236,14 +239,14 @@ class Daemon:
             self._step(item)
 
     def _step(self, item: Event | None) -> None:
-        was_leading = self.policy.role is Role.LEADER
         decision = self.policy.handle(item, time.monotonic(), time.time())
         self._log(decision)
         self.effects.carry_out(decision.actions)
-        leading = self.policy.role is Role.LEADER
-        if leading != was_leading:
-            self.source.on_role(leading)
+        self.roles.update(self.policy.role is Role.LEADER, self._vip_off)
         self._publish()
+
+    def _vip_off(self) -> bool:
+        return self.effects.vips_on_interface() == 0
 
     @staticmethod
     def _log(decision: Decision) -> None:
@@ -273,37 +276,27 @@ class Daemon:
     def _reload(self) -> None:
         self.notifier.reloading()
         log.info("reloading %s", self.config_path)
-        try:
-            new = load(self.config_path).config
-        except ConfigError as e:
-            for d in e.diagnostics:
-                log.error("%s", d)
-            log.error("the new config is invalid; keeping the running one")
-            self.notifier.ready(self._status_line())
-            return
+        new = read_reload(self.config_path, self.cfg)
+        if new is not None:
+            self._apply(new)
+        self.notifier.ready(self._status_line())
+
+    def _apply(self, new: Config) -> None:
         old = self.cfg
-        new, warning = what_a_reload_applies(old, new)
-        if warning:
-            log.warning("%s", warning)
         try:
-            check_supported(new)
-            new_vips = list(self.source.reload(new))
-            new_ifname = resolve_interface(new)  # e.g. no default route just now
+            new_ifname = resolve_interface(new)  # first: e.g. no default route just now
+            named = self.source.reload(new)  # None: its VipChanged will say
         except RunError as e:
             log.error("%s; keeping the running config", e)
-            self.source.reload(old)
-            self.notifier.ready(self._status_line())
             return
         self.cfg = new
-        if new_vips != self.vips or new_ifname != self.ifname:
-            self._move_vip(new_vips, new_ifname)
+        self._move_vip(self.vips if named is None else list(named), new_ifname)
         self.policy.set_timings(timings(new))
         self._warn_if_the_watchdog_cannot_fence()
         if new.health != old.health:
             self._start_health()
         logging.getLogger().setLevel(new.log_level.upper())
         log.info("reloaded %s", self.config_path)
-        self.notifier.ready(self._status_line())
         self.reporter.force()
         self._publish()
 
@@ -311,34 +304,37 @@ class Daemon:
         """The one path a VIP moves on at run time, whatever moved it (a reload today; a DNS
         name or a DHCP lease later). Swapped in place: only the leader holds one, so there is
         never a second holder."""
+        if (vips, ifname) == (self.vips, self.ifname):
+            return  # an answer that did not change: no blip
         old_text = self._vip_text()
-        if self.attached is not None:
-            # Off the old interface first, held or not: a stray copy (a removal refused before,
-            # another run's) would stay there unwatched once the status refresh looks at the
-            # new one. Until it is off, the VIP does not move (an error says so): the next reload,
-            # or the source's next change, tries again.
-            try:
-                self.attached.link.remove()
-            except InterfaceError as e:
-                log.error("%s; keeping %s", e, old_text)
-                return
+        assert self.attached is not None
+        # Off the old interface first, held or not: a stray copy (a removal refused before,
+        # another run's) would stay there unwatched once the status refresh looks at the new
+        # one. Until it is off, the VIP does not move (an error says so): the next reload, or
+        # the source's next change, tries again.
+        try:
+            self.attached.link.remove()
+        except InterfaceError as e:
+            log.error("%s; keeping %s", e, old_text)
+            return
+        if self.policy.holds_vip:
+            self.effects.withdraw()  # the old address, before a kept announcer hears the new
         # Same interface: the announcer stays, told the new VIP (set_vips), so a BGP speaker
         # keeps its sessions; another interface gets one of its own.
-        assert self.attached is not None
         kept = self.attached.announcer if ifname == self.ifname else None
         self._detach_link(keep_announcer=kept is not None)
         old = (self.vips, self.ifname)
         self.vips, self.ifname = vips, ifname
         try:
             self._attach_link(kept)
+            log.info("VIP changed from %s to %s", old_text, self._vip_text())
         except RunError as e:
             log.error("%s; keeping %s", e, old_text)
             self.vips, self.ifname = old
-            self._attach_link(kept)
+            self._attach_link(kept)  # and the policy puts it back on below
         assert self.attached is not None
         link = self.attached.link
         self.policy.vip_text = self._vip_text()
-        log.info("VIP changed from %s to %s", old_text, self._vip_text())
         self.reporter.force()
         self._publish()  # first: a crash from here on leaves cleanup the new VIP to remove
         # The policy puts it on (with the kernel lifetime it would get now), then hears the new
@@ -357,6 +353,7 @@ class Daemon:
         if removed and self.policy.holds_vip:
             self.effects.withdraw()  # drained by effects.close() below when slow
         self.policy.holds_vip = False
+        self.roles.update(False, lambda: removed)  # the VIP is off: a source may let it go
         if self.health is not None:
             self.health.stop()
         if self.election is not None:

@@ -96,6 +96,11 @@ class InOrder:
             self._cond.notify_all()
         return True
 
+    def has_queued(self, what: str) -> bool:
+        """``what`` is waiting (not running yet): the same call queued again would add nothing."""
+        with self._cond:
+            return any(w == what for w, _ in self._queued)
+
     def busy(self) -> bool:
         """A call is running or queued."""
         with self._cond:
@@ -203,11 +208,15 @@ class Effects:
                 return
 
     def drop(self, rest: list[Action], why: str) -> None:
+        """The policy still hears of each action it expects an answer to (a Write, an AddVip
+        or HoldVip): not done is an answer too."""
         for a in rest:
             log.debug("not done, %s: %s", why, type(a).__name__)
             if isinstance(a, Write):
                 failed = WriteResult(ok=False, error=f"not sent: {why}", error_kind="other")
                 self.put(WriteDone(a.op, failed, time.monotonic()))
+            elif isinstance(a, AddVip | HoldVip):
+                self.put(VipAddFailed(f"not done: {why}"))
 
     def do(self, a: Action) -> bool:
         """Carry out one action; False when it failed (the rest of the batch is dropped)."""
@@ -277,6 +286,9 @@ class Effects:
             return
         vips = ", ".join(str(v) for v in att.vips)
         what = f"{'withdrawal' if withdraw else 'announcement'} of {vips} on {att.ifname}"
+        if not withdraw and self.slow.has_queued(what):
+            log.debug("already queued: %s", what)  # a hung call must not grow a backlog
+            return
         if not self.slow.submit(what, lambda: self._guarded(announcer, gen, withdraw)):
             log.debug("not done, stopping: %s", what)
 
@@ -290,7 +302,7 @@ class Effects:
             method = "withdraw" if withdraw else "announce"
             log.debug("%s.%s() raised", type(announcer).__name__, method, exc_info=True)
             raised = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-            self.put(FromLink(gen, AnnounceFailed(f"{method}() raised {raised}")))
+            self._failed(gen, withdraw, f"{method}() raised {raised}")
 
     def _announce(self, announcer: Announcer, gen: int, withdraw: bool) -> None:
         try:
@@ -299,10 +311,19 @@ class Effects:
                 return
             sent = announcer.announce()
         except AnnounceError as e:
-            self.put(FromLink(gen, AnnounceFailed(str(e))))
+            self._failed(gen, withdraw, str(e))
             return
         self.metrics.announcements.inc(sent)
         self.put(FromLink(gen, Announced(sent)))
+
+    def _failed(self, gen: int, withdraw: bool, error: str) -> None:
+        """A failed announcement goes to the policy, which tries again at the next due time.
+        A failed withdrawal is this layer's to say: no policy holds the VIP by then, and none
+        retries it."""
+        if withdraw:
+            log.error("withdrawal failed: %s; the network may still send the VIP here", error)
+        else:
+            self.put(FromLink(gen, AnnounceFailed(error)))
 
     def withdraw(self) -> None:
         """At exit, once the VIP is off the interface: tell the network (a BGP route must not

@@ -18,6 +18,9 @@ What an implementation must guarantee (Patroni's AbstractDCS is the model of thi
   follower may take the lease, counted from when its last renewal was *sent*).
 - Every ``Write`` it returns gets exactly one ``WriteDone`` back, and every ``AddVip`` either
   ``VipAdded`` or ``VipAddFailed``; it must decide well on both, and on either arriving late.
+  A ``HoldVip`` (a new kernel lifetime for the VIP held) netlink refused, and an ``AddVip`` or
+  ``HoldVip`` dropped after an earlier action of its batch failed, come back as
+  ``VipAddFailed`` too: the VIP's fence is no longer what the policy set.
 - ``holds_vip``: True from the decision that returned ``AddVip`` to the one that returned
   ``RemoveVip``, i.e. what the interface should show; the main loop reports a VIP seen there
   while it is False (``VipStray``), and the policy removes it.
@@ -32,7 +35,11 @@ What an implementation must guarantee (Patroni's AbstractDCS is the model of thi
   watchdog is too slow to fence. False (the all-nodes policy): none of that runs, and the
   policy never returns a ``Write``.
 - ``VipMoved``: the main loop moved the VIP (a reload, a VIP source); a policy that holds it
-  answers with ``AddVip`` and announces as after a takeover.
+  answers with ``AddVip`` and announces as after a takeover (the Lease machine adds nothing
+  when no whole second of kernel lifetime fits before its deadline: it is about to drop it).
+- What the main loop writes itself: ``vip_text`` when the VIP moves (for its sentences), and
+  ``holds_vip = False`` at exit once it removed the VIP. Everything else reaches a policy as an
+  event, the carrier at start included (a policy starts believing it has carrier).
 """
 
 from __future__ import annotations

@@ -8,9 +8,14 @@ hand-over, so they are kept until then, and the log says so.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
+from kubevipd.config import ConfigError, load
 from kubevipd.config.model import Config
+from kubevipd.resolve import RunError, check_supported
+
+log = logging.getLogger("kubevipd")
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ def what_a_reload_applies(old: Config, new: Config) -> tuple[Config, str | None]
         )
         new = replace(new, election=kept, node_name=old.node_name)
     if new.announce != old.announce:
-        # The announcer was built with it; a new one comes with a VIP move or a restart.
+        # The announcer was built with it: only a restart builds one with the new settings.
         extra = "announce settings changed: they take effect after a restart"
         warning = f"{warning}; {extra}" if warning else extra
         new = replace(new, announce=old.announce)
@@ -43,3 +48,24 @@ def what_a_reload_applies(old: Config, new: Config) -> tuple[Config, str | None]
         warning = f"{warning}; {extra}" if warning else extra
         new = replace(new, metrics=old.metrics)
     return new, warning
+
+
+def read_reload(path: str, old: Config) -> Config | None:
+    """The config a SIGHUP asks for, as far as a reload applies it; None when it is invalid or
+    asks for what this version cannot do (each reason logged): the running one then stays."""
+    try:
+        new = load(path).config
+    except ConfigError as e:
+        for d in e.diagnostics:
+            log.error("%s", d)
+        log.error("the new config is invalid; keeping the running one")
+        return None
+    new, warning = what_a_reload_applies(old, new)
+    if warning:
+        log.warning("%s", warning)
+    try:
+        check_supported(new)
+    except RunError as e:
+        log.error("%s; keeping the running config", e)
+        return None
+    return new

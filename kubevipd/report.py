@@ -89,7 +89,7 @@ class Reporter:
         self._published, self._published_at = key, now
         self.metrics.leader.set(1 if p.role is Role.LEADER else 0)
         on_interface = effects.vips_on_interface()
-        present = on_interface == len(vips)
+        present = bool(vips) and on_interface == len(vips)  # none known yet: none present
         self.metrics.vip_present.set(1 if present else 0)
         if on_interface and not p.holds_vip:
             # A backstop: a follower must not keep a VIP, whoever put it there.

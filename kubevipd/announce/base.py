@@ -1,9 +1,10 @@
 """The contract of an announcer: how the network learns which node has the VIP.
 
-The decider (kubevipd/machine.py) says *when* to announce, from the timing the announcer
-declares; the main loop (kubevipd/daemon.py) calls the announcer and reports the outcome back
-as an event. ARP/NDP is one implementation (kubevipd/announce/arp.py); BGP (an ExaBGP child
-announcing VIP/32) and a cloud Elastic IP are the next ones.
+The policy (kubevipd/policy.py: the Lease machine, the all-nodes policy) says *when* to
+announce, from the timing the announcer declares; the main loop (kubevipd/daemon.py) calls the
+announcer and reports the outcome back as an event. ARP/NDP is one implementation
+(kubevipd/announce/arp.py); BGP (an ExaBGP child announcing VIP/32) and a cloud Elastic IP are
+the next ones.
 
 What an implementation must guarantee:
 
@@ -14,15 +15,24 @@ What an implementation must guarantee:
 - ``slow``: False when ``announce()`` and ``withdraw()`` return within milliseconds (a send() a
   frame); the main loop then calls them itself. True when they may take seconds (an API call):
   the main loop runs them on a worker thread of their own, never on its own thread (the systemd
-  watchdog pings from there), one call at a time and in order.
+  watchdog pings from there), one call at a time and in order, ``set_vips`` and ``close``
+  included; so a slow announcer is never called from two threads at once. A slow call still
+  returns within a bound it documents (seconds, not minutes): every later call, for whatever
+  VIP, waits behind it, and at exit only a short drain is waited for. An announcement already
+  waiting is not queued again.
 - ``announce()``: tell the network that this node has the VIP now. Idempotent, called again at
   every due time. Returns how many frames or messages went out; raises ``AnnounceError`` with a
   sentence an operator can act on when it could not tell the network. Never raises anything
   else for a network or peer failure.
 - ``withdraw()``: tell the network this node no longer has it (BGP: withdraw the route; ARP:
   nothing, the next holder's announcement overrides the neighbour entries). Called after the
-  VIP was removed from the interface; raises ``AnnounceError`` like ``announce()``.
-- ``set_vips(vips)``: the VIP moved at run time; from then on ``announce()`` is for these.
+  VIP was removed from the interface, also when this node never announced it (a stray copy
+  removed): it must undo only what this node announced, never another node's claim (an Elastic
+  IP assigned to the new leader stays there). Raises ``AnnounceError`` like ``announce()``; a
+  failed withdrawal is logged and not retried.
+- ``set_vips(vips)``: the VIP moved at run time on the same interface (a new interface gets a
+  new announcer); from then on ``announce()`` and ``withdraw()`` are for these. When this node
+  held the old VIP, its ``withdraw()`` came first.
 - ``close()``: release sockets and children; called once, last.
 
 Each announcer is built by an explicit factory that matches on the config

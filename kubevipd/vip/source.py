@@ -14,10 +14,13 @@ What an implementation must guarantee:
   thread of its own, bounded in time, and keeps the last good answer on failure (logged).
 - ``on_role(leading)``: told when this node starts or stops leading (DHCP asks for its lease
   only while leading, and releases it after). Called once the decision that changed the role
-  was carried out: a node stepping down has removed the VIP from its interface before its
-  source gives the address up. Must not block.
-- ``reload(cfg)``: a SIGHUP's new config; returns the addresses it names now, or raises
-  ``kubevipd.resolve.RunError`` with one line when it cannot (the running VIP then stays).
+  was carried out; ``on_role(False)`` only once the VIP is off this node's interface (a removal
+  netlink refused is retried first), so a source never gives up an address still in use here;
+  and at exit, once the VIP was removed. Must not block.
+- ``reload(cfg)``: a SIGHUP's new config, on the main loop's thread, so it never blocks:
+  returns the addresses it names now, or None when it has to ask first (a DNS name: its
+  ``VipChanged`` follows), or raises ``kubevipd.resolve.RunError`` with one line when it cannot
+  (the running VIP then stays, and so do its addresses).
 - ``stop()``: ends its threads; called once, last.
 
 Built by an explicit factory that matches on the config (kubevipd/parts.py).
@@ -39,6 +42,23 @@ class VipSource(Protocol):
 
     def on_role(self, leading: bool) -> None: ...
 
-    def reload(self, cfg: Config) -> tuple[Vip, ...]: ...
+    def reload(self, cfg: Config) -> tuple[Vip, ...] | None: ...
 
     def stop(self) -> None: ...
+
+
+class RoleNotice:
+    """What the main loop told a source of its role: leading at once, stepping down only once
+    the VIP is off (``vip_off`` is asked only then: it reads the interface)."""
+
+    def __init__(self, source: VipSource) -> None:
+        self.source = source
+        self.told = False
+
+    def update(self, leading: bool, vip_off: Callable[[], bool]) -> None:
+        if leading and not self.told:
+            self.told = True
+            self.source.on_role(True)
+        elif not leading and self.told and vip_off():
+            self.told = False
+            self.source.on_role(False)

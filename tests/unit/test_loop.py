@@ -1,6 +1,6 @@
 """The main loop (kubevipd/daemon.py) with fakes for every part: no namespaces, no apiserver.
 
-What is checked is what the loop itself does with the machine's actions: a failed action drops
+What is checked is what the loop itself does with a policy's actions: a failed action drops
 the rest of its batch, nothing is announced that is not on the interface, the status reports
 what the interface shows, a reload that cannot resolve keeps the running config, and the
 threads that gather news survive an exception.
@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import replace
 from ipaddress import ip_address
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ from kubevipd.events import (
     AnnounceFailed,
     Decision,
     HealthChanged,
+    LinkChanged,
     RemoveVip,
     Role,
     Stop,
@@ -479,6 +481,9 @@ def test_a_vip_source_that_moves_the_vip_takes_the_one_path_and_cleanup_follows_
             removed.append((ifname, vips))
 
     monkeypatch.setattr(cleanup, "VipLink", Left)
+    # Not this host's kubeconfig: the lease step is not what is tested here.
+    absent = SimpleNamespace(kubeconfig=tmp_path / "no-admin.conf")
+    monkeypatch.setattr(cleanup, "election_spec", lambda cfg: absent)
     assert cleanup.cleanup(r.cfg, r.run_dir) == 0
     assert removed == [("eth1", list(moved))]
 
@@ -754,3 +759,112 @@ def test_a_reload_to_a_lease_too_short_for_the_watchdog_says_so(
         loop._reload()
     assert "too short for systemd's watchdog" in caplog.text
     assert loop.policy.t.lease_duration == 3.0
+
+
+# ------------------------------------------------- the second review of issue 13
+
+
+def test_no_carrier_at_start_is_news_the_policy_hears(tmp_path: Path) -> None:
+    """The loop used to set policy.link_up itself: the Lease machine never started its grace,
+    and a leader on a dead link kept the VIP for good. Now the policy hears it as an event."""
+
+    class Dead(FakeLink):
+        def carrier(self) -> bool:
+            return False
+
+    r = seams(tmp_path, policy=FakePolicy, vip_source=FakeSource, link=Dead)
+    p: FakePolicy = r.policy  # type: ignore[assignment]
+    r.q.put(Stop("test"))
+    assert r.run() == 0
+    assert p.heard[:2] == [None, LinkChanged(False)]
+
+
+def test_a_slow_announcer_hears_of_a_move_after_the_old_vips_withdrawal(loop: Daemon) -> None:
+    """Review: set_vips ran on the loop while the worker could still be in a call, and a
+    withdrawal queued for the old VIP would then withdraw the new one."""
+    assert loop.attached is not None
+    announcer: FakeAnnouncer = loop.attached.announcer  # type: ignore[assignment]
+    announcer.slow = True  # type: ignore[misc]
+    calls: list[str] = []
+    announcer.withdraw = lambda: calls.append(f"withdraw {announcer.vips[0]}")  # type: ignore[method-assign]
+    announcer.set_vips = lambda vips: calls.append(f"set_vips {vips[0]}")  # type: ignore[method-assign, assignment]
+    loop.attached.link.up = list(loop.vips)  # type: ignore[attr-defined]
+    loop.policy.role, loop.policy.holds_vip = Role.LEADER, True
+    loop.dispatch(VipChanged((Vip(ip_address("192.0.2.76"), 32),), "eth0"))
+    loop.effects.slow.close(5.0)  # drained, in order
+    assert calls[:2] == ["withdraw 192.0.2.75", "set_vips 192.0.2.76"]
+
+
+def test_an_unchanged_answer_from_a_source_is_no_blip(loop: Daemon) -> None:
+    assert loop.attached is not None
+    link: FakeLink = loop.attached.link  # type: ignore[assignment]
+    link.up = list(loop.vips)
+    loop.policy.role, loop.policy.holds_vip = Role.LEADER, True
+    loop.dispatch(VipChanged(tuple(loop.vips), "eth0"))
+    assert loop.attached.link is link and link.up == loop.vips
+
+
+def test_a_source_gives_up_leading_only_once_the_vip_is_off(tmp_path: Path) -> None:
+    """Review: on_role(False) came even when netlink refused the removal; a DHCP source would
+    have given back an address still up here."""
+    r = seams(tmp_path, policy=build_all_nodes_policy, vip_source=FakeSource)
+    link: FakeLink = r.attached.link  # type: ignore[union-attr,assignment]
+    r.dispatch(HealthChanged(True))
+    link.refuse_remove = True
+    r.dispatch(HealthChanged(False))
+    assert link.up == r.vips and r.source.roles == [True]  # type: ignore[attr-defined]
+    link.refuse_remove = False
+    for _ in range(5):  # the policy retries the removal it was refused (bounded)
+        stray = [e for e in queued(r) if isinstance(e, VipStray)]
+        r.dispatch(stray[0] if stray else None)
+        if not link.up:
+            break
+    assert link.up == [] and r.source.roles == [True, False]  # type: ignore[attr-defined]
+
+
+def test_an_add_dropped_after_a_failure_is_answered(loop: Daemon) -> None:
+    """Review: the policy contract promises an answer to every AddVip; a dropped one got none."""
+    assert loop.attached is not None
+    loop.attached.link.refuse_remove = True  # type: ignore[attr-defined]
+    run_batch(loop, [RemoveVip(), AddVip()])
+    assert VipAddFailed("not done: RemoveVip failed") in queued(loop)
+
+
+def test_a_failed_withdrawal_is_logged_not_sent_to_the_policy_as_an_announcement(
+    loop: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert loop.attached is not None
+    announcer: FakeAnnouncer = loop.attached.announcer  # type: ignore[assignment]
+
+    def refused() -> None:
+        raise AnnounceError("BGP peer 192.0.2.1 is down")
+
+    announcer.withdraw = refused  # type: ignore[method-assign]
+    run_batch(loop, [RemoveVip()])
+    assert not [e for e in queued(loop) if isinstance(e, FromLink)]
+    assert "withdrawal failed: BGP peer 192.0.2.1 is down" in caplog.text
+
+
+def test_a_hung_slow_announcer_does_not_grow_a_backlog(loop: Daemon) -> None:
+    assert loop.attached is not None
+    announcer: FakeAnnouncer = loop.attached.announcer  # type: ignore[assignment]
+    announcer.slow = True  # type: ignore[misc]
+    release, started = threading.Event(), threading.Event()
+    count: list[int] = []
+
+    def hung() -> int:
+        count.append(1)
+        started.set()
+        release.wait(5)
+        return 2
+
+    announcer.announce = hung  # type: ignore[method-assign]
+    loop.attached.link.up = list(loop.vips)  # type: ignore[attr-defined]
+    loop.policy.role, loop.policy.holds_vip = Role.LEADER, True
+    run_batch(loop, [Announce()])
+    assert started.wait(5)
+    for _ in range(5):
+        run_batch(loop, [Announce()])  # the refresh comes due again and again meanwhile
+    release.set()
+    loop.effects.slow.close(5.0)
+    assert len(count) == 2  # the hung one, and one more: not six

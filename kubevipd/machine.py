@@ -97,7 +97,9 @@ class Machine(VipRules):
         elif isinstance(event, VipAdded | Announced):
             pass  # what it asked for happened
         elif isinstance(event, AnnounceFailed):
-            self._warn_repeating(f"announcement failed: {event.error}; trying again at the next")
+            self._warn_repeating(
+                f"announcement failed: {event.error}; trying again at the next due time"
+            )
         self._decide(out)
         said, self._said = tuple(self._said), []
         return Decision(out, said)

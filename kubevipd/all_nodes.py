@@ -32,8 +32,9 @@ from kubevipd.events import (
     VipMoved,
     VipStray,
 )
-from kubevipd.machine_state import REMOVE_RETRY_FIRST, REPEAT_EVERY
+from kubevipd.machine_state import REPEAT_EVERY
 from kubevipd.policy import PolicyStatus
+from kubevipd.stray import StrayRemoval
 
 
 @dataclass
@@ -60,8 +61,7 @@ class AllNodes:
     announcements: AnnounceSchedule = field(default_factory=AnnounceSchedule)
     # A VIP on the interface that this node does not hold: when to remove it (None: not
     # pending), and how many removals netlink refused in a row (the Lease machine's backoff).
-    remove_due: float | None = None
-    remove_failures: int = 0
+    stray: StrayRemoval = field(default_factory=StrayRemoval)
     _repeat: tuple[str, float] = ("", 0.0)  # the last repeating warning, and when it was said
     _said: list[tuple[int, str]] = field(default_factory=list)
 
@@ -118,26 +118,14 @@ class AllNodes:
             self._announce_from_now()  # the neighbours may have forgotten it: a new burst
 
     def _vip_stray(self, ev: VipStray) -> None:
-        """A removal netlink refused is tried again at once, then after pauses doubling from
-        REMOVE_RETRY_FIRST up to the retry period, as the Lease machine does (not a hot loop)."""
-        pause = 0.0
-        if ev.failed:
-            self.remove_failures += 1
-            n = self.remove_failures
-            if n > 1:
-                pause = min(REMOVE_RETRY_FIRST * 2 ** (n - 2), self.t.retry_period)
+        """A stray copy goes at once; a removal netlink refused is retried as the Lease
+        machine retries it (kubevipd/stray.py: no hot loop)."""
         doing = "trying again" if ev.failed else "removing it"
         self._warn_repeating(f"the VIP is on the interface while not held ({ev.reason}); {doing}")
-        due = self.now + pause
-        self.remove_due = due if self.remove_due is None else min(self.remove_due, due)
+        self.stray.heard(ev.failed, self.now, self.t.retry_period)
 
     def _remove_stray(self, out: list[Action]) -> None:
-        if self.remove_due is None:
-            return
-        if self.holds_vip:
-            self.remove_due = None  # holding again: the VIP is meant to be there
-        elif self.now >= self.remove_due:
-            self.remove_due = None
+        if self.stray.take(self.now, self.holds_vip):
             out.append(RemoveVip())
 
     def _decide(self, out: list[Action]) -> None:
@@ -168,7 +156,7 @@ class AllNodes:
         if self.holds_vip:
             out.append(RemoveVip())
             self.holds_vip = False
-            self.remove_failures = 0  # a new removal: a failure of it is first tried again at once
+            self.stray.new_removal()
         self.announcements.clear()
 
     def _announce_from_now(self) -> None:
@@ -181,8 +169,8 @@ class AllNodes:
             times.append(self.link_down_since + self.t.link_down_grace)
         if not self.holds_vip and self.retry_at > self.now:
             times.append(self.retry_at)
-        if self.remove_due is not None:
-            times.append(self.remove_due)
+        if self.stray.due is not None:
+            times.append(self.stray.due)
         return min(times) if times else None
 
     def status(self) -> PolicyStatus:

@@ -107,8 +107,8 @@ class Machine(VipRules):
     def next_wakeup(self) -> float | None:
         """The monotonic time of the next decision that depends on time alone."""
         times: list[float] = []
-        if self.remove_due is not None:
-            times.append(self.remove_due)
+        if self.stray.due is not None:
+            times.append(self.stray.due)
         if self.role is Role.LEADER:
             times.append(self.deadline)
             if self.in_flight is None:

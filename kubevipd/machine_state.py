@@ -26,12 +26,10 @@ from kubevipd.events import (
     Write,
 )
 from kubevipd.policy import PolicyStatus
+from kubevipd.stray import StrayRemoval
 
 REPEAT_EVERY = 60.0  # seconds between two log lines of the same repeating failure
 ADD_RETRY_MAX = 60.0  # seconds: the longest a node that could not add the VIP stays out
-# A removal netlink refused is tried again at once (a transient error is gone by then), then
-# after these pauses, doubling, up to the retry period: there is no safe alternative to trying.
-REMOVE_RETRY_FIRST = 0.05
 # The kernel fence (see _vip_lifetime): Linux removes an address whose lifetime ended at its next
 # lifetime check, which runs at most once a second with 250 ms of rounding; since Linux 6.9 the
 # IPv4 check is a deferrable timer, which an idle CPU runs only when something else wakes it.
@@ -93,8 +91,7 @@ class MachineState:
     kernel_ends_at: float | None = None  # when that lifetime ends (monotonic; None: never)
     # A VIP on the interface that this node does not hold: when to remove it again (None: not
     # pending), and how many removals failed in a row.
-    remove_due: float | None = None
-    remove_failures: int = 0
+    stray: StrayRemoval = field(default_factory=StrayRemoval)  # a VIP we must not have
     # The last repeating warning and when it was logged: a failure that repeats every retry
     # period is logged once a minute, not every second.
     _repeat: tuple[str, float] = ("", 0.0)

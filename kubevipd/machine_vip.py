@@ -29,7 +29,6 @@ from kubevipd.machine_state import (
     ADD_RETRY_MAX,
     FENCE_MARGIN,
     KERNEL_LATE,
-    REMOVE_RETRY_FIRST,
     MachineState,
 )
 
@@ -70,30 +69,16 @@ class VipRules(MachineState):
     def _vip_stray(self, ev: VipStray) -> None:
         if self.holds_vip:
             return  # ours after all (e.g. a VIP a crashed run left, while start-up decides)
-        if ev.failed:
-            self.remove_failures += 1
-            n = self.remove_failures
-            pause = 0.0 if n == 1 else min(REMOVE_RETRY_FIRST * 2 ** (n - 2), self.t.retry_period)
-            self._warn_repeating(
-                f"the VIP is still on the interface although this node does not hold the "
-                f"lease ({ev.reason}); trying again"
-            )
-        else:
-            pause = 0.0
-            self._warn_repeating(
-                f"the VIP is on the interface although this node does not hold the lease "
-                f"({ev.reason}); removing it"
-            )
-        due = self.now + pause
-        self.remove_due = due if self.remove_due is None else min(self.remove_due, due)
+        still = "still " if ev.failed else ""
+        doing = "trying again" if ev.failed else "removing it"
+        self._warn_repeating(
+            f"the VIP is {still}on the interface although this node does not hold the lease "
+            f"({ev.reason}); {doing}"
+        )
+        self.stray.heard(ev.failed, self.now, self.t.retry_period)
 
     def _remove_stray(self, out: list[Action]) -> None:
-        if self.remove_due is None:
-            return
-        if self.holds_vip:
-            self.remove_due = None  # leading again: the VIP is meant to be there
-        elif self.now >= self.remove_due:
-            self.remove_due = None
+        if self.stray.take(self.now, self.holds_vip):
             out.append(RemoveVip())
 
     def _fence_enabled(self) -> bool:
@@ -187,7 +172,7 @@ class VipRules(MachineState):
         if self.holds_vip:
             out.append(RemoveVip())
             self.holds_vip = False
-            self.remove_failures = 0  # a new removal: a failure of it is first tried again at once
+            self.stray.new_removal()
         self.announcements.clear()
         self.degraded = False
 

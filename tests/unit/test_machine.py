@@ -458,7 +458,7 @@ def test_a_pending_removal_is_dropped_when_the_node_leads_again() -> None:
     s.ev(VipStray("could not remove it", failed=True))  # pending, 0.05s from now
     s.m.holds_vip = True  # e.g. it won again and added the VIP in between
     assert RemoveVip() not in s.tick(0.1)
-    assert s.m.remove_due is None
+    assert s.m.stray.due is None
 
 
 def test_a_vip_gone_while_following_is_left_alone() -> None:

@@ -88,7 +88,12 @@ def render() -> str:
         "`lease_duration` > `renew_deadline` > 1.2 x `retry_period` (client-go's rule); "
         "`announce` holds only the section of its `mode` (`arp` may be left out); a BGP peer and "
         "the Metal token take their secret one way only (`*_file`, `*_credential` for systemd's "
-        "`LoadCredential=`, or inline with a warning); prefix lengths fit their family.",
+        "`LoadCredential=`, or inline with a warning); prefix lengths fit their family; "
+        "`announce.bgp` takes exactly one of `router_id` and `router_interface`, at most one of "
+        "`source_address` and `source_interface` (an address of each peer's family), "
+        "`hold_time` of at least 3s and `keepalive` from 1s to `hold_time` / 3, both in whole "
+        "seconds; a peer's `families` include one of the VIP's; `election.backend: none` "
+        "needs `announce.mode: bgp`.",
         "",
         "| key | type | required | default | description |",
         "|---|---|---|---|---|",

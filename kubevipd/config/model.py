@@ -143,7 +143,8 @@ def default_health_url(port: int) -> str:
 
 @dataclass(frozen=True)
 class ElectionSpec:
-    backend: Literal["kubernetes"] = "kubernetes"
+    # lease: the Lease holder holds the VIP. none: every healthy node does (BGP's ECMP only).
+    backend: Literal["lease", "none"] = "lease"
     # Only credentials and the CA come from it, never the apiserver's address.
     kubeconfig: Path = Path("/etc/kubernetes/admin.conf")
     # None: this node's own apiserver, default_election_server(vip.port). Never the VIP.
@@ -160,19 +161,58 @@ class ArpSpec:
     refresh: Duration = THREE_SECONDS
 
 
+BgpFamily = Literal["ipv4-unicast", "ipv6-unicast"]
+BGP_PORT = 179
+MULTIHOP_TTL = 255  # what ``multihop: true`` means, as FRR's ebgp-multihop without a number
+THIRTY_SECONDS = Duration(30_000)
+TEN_SECONDS = Duration(10_000)
+
+
+def vip_families(vip: VipSpec) -> tuple[BgpFamily, ...] | None:
+    """The BGP families of the VIP's addresses, in order; None when only the DNS answer at run
+    time tells (vip.dns.family first)."""
+    if vip.addresses:
+        versions: tuple[int, ...] = tuple(a.version for a in vip.addresses)
+    elif vip.dns is not None:
+        if vip.dns.family == "first":
+            return None
+        versions = {"ipv4": (4,), "ipv6": (6,), "dual": (4, 6)}[vip.dns.family]
+    else:
+        versions = (4,)  # DHCP leases IPv4 only
+    return tuple("ipv4-unicast" if v == 4 else "ipv6-unicast" for v in versions)
+
+
 @dataclass(frozen=True)
 class BgpPeer:
     address: IPAddress
     asn: int
-    multihop: bool = False
+    # The TTL of an eBGP multihop session; None for a directly connected peer (TTL 1).
+    multihop_ttl: int | None = None
     password: SecretRef | None = None
+    port: int = BGP_PORT
+    # None only when the VIP's families are known at run time alone (vip.dns.family first):
+    # the loader fills in the VIP's families as the default otherwise.
+    families: tuple[BgpFamily, ...] | None = None
+
+    @property
+    def multihop(self) -> bool:
+        return self.multihop_ttl is not None
 
 
 @dataclass(frozen=True)
 class BgpSpec:
-    router_id: ipaddress.IPv4Address
+    """Exactly one of ``router_id`` and ``router_interface`` is set; at most one of
+    ``source_address`` and ``source_interface``."""
+
     local_as: int
     peers: tuple[BgpPeer, ...]
+    router_id: ipaddress.IPv4Address | None = None
+    # The interface whose IPv4 address becomes the router ID, read when the daemon starts.
+    router_interface: str | None = None
+    source_address: IPAddress | None = None
+    source_interface: str | None = None
+    hold_time: Duration = THIRTY_SECONDS  # whole seconds, at least 3s
+    keepalive: Duration = TEN_SECONDS  # whole seconds, 1s to hold_time / 3
 
 
 @dataclass(frozen=True)
@@ -247,6 +287,10 @@ def not_supported_yet(cfg: Config) -> tuple[tuple[tuple[str, ...], str], ...]:
         found.append((("vip", "dhcp"), "a VIP from DHCP " + _NOT_YET + " (set vip.address)"))
     if cfg.announce.mode != "arp":
         found.append((("announce", "mode"), f"{cfg.announce.mode} {_NOT_YET} (it runs arp only)"))
+    if cfg.election.backend == "none":
+        found.append(
+            (("election", "backend"), f"all-nodes mode (backend none) {_NOT_YET} (use lease)")
+        )
     return tuple(found)
 
 

@@ -8,6 +8,10 @@ from kubevipd.config import ConfigError, load_text
 
 OK_VIP = "vip: {address: 192.168.0.75}\n"
 UUID = "7a5b2b1e-0c2e-4b4e-9a52-1d3f0e6f8a11"
+BGP_HEAD = (
+    OK_VIP + "announce:\n  mode: bgp\n  bgp:\n    router_id: 10.0.0.11\n    local_as: 65000\n"
+)
+ONE_PEER = "    peers: [{address: 10.0.0.1, as: 65001}]\n"
 
 # (name, yaml text, line, column, field, fragment of the message)
 CASES = [
@@ -201,7 +205,7 @@ CASES = [
         3,
         12,
         "election.backend",
-        "must be one of kubernetes",
+        "must be one of lease, none, kubernetes",
     ),
     (
         "relative kubeconfig",
@@ -382,6 +386,191 @@ CASES = [
         19,
         "announce.bgp.peers[1].address",
         "listed twice",
+    ),
+    (
+        "bgp hold time under 3s",
+        BGP_HEAD + "    hold_time: 2s\n" + ONE_PEER,
+        7,
+        16,
+        "announce.bgp.hold_time",
+        "2s is too short: a BGP hold time is at least 3s (RFC 4271)",
+    ),
+    (
+        "bgp keepalive over a third of the hold time",
+        BGP_HEAD + "    hold_time: 9s\n    keepalive: 4s\n" + ONE_PEER,
+        8,
+        16,
+        "announce.bgp.keepalive",
+        "keepalive (4s) must be from 1s to hold_time / 3 (3s for hold_time 9s), the BGP rule "
+        "of thumb",
+    ),
+    (
+        "bgp hold time shortened below three default keepalives",
+        BGP_HEAD + "    hold_time: 15s\n" + ONE_PEER,
+        7,
+        16,
+        "announce.bgp.hold_time",
+        "keepalive (10s) must be from 1s to hold_time / 3 (5s for hold_time 15s)",
+    ),
+    (
+        "bgp keepalive under a second",
+        BGP_HEAD + "    keepalive: 500ms\n" + ONE_PEER,
+        7,
+        16,
+        "announce.bgp.keepalive",
+        "500ms is not a whole number of seconds: BGP carries its timers in seconds",
+    ),
+    (
+        "bgp hold time not a duration",
+        BGP_HEAD + "    hold_time: 30 seconds\n" + ONE_PEER,
+        7,
+        16,
+        "announce.bgp.hold_time",
+        "must be a duration",
+    ),
+    (
+        "bgp router id and router interface",
+        BGP_HEAD + "    router_interface: eth0\n" + ONE_PEER,
+        7,
+        5,
+        "announce.bgp.router_interface",
+        "conflicts with router_id: give the router ID one way only",
+    ),
+    (
+        "bgp neither router id nor router interface",
+        OK_VIP + "announce:\n  mode: bgp\n  bgp:\n    local_as: 65000\n" + ONE_PEER,
+        4,
+        3,
+        "announce.bgp",
+        "needs router_id (an IPv4 address, usually the node's) or router_interface",
+    ),
+    (
+        "bgp router interface with a slash",
+        OK_VIP + "announce:\n  mode: bgp\n  bgp:\n    router_interface: eth0/1\n"
+        "    local_as: 65000\n" + ONE_PEER,
+        5,
+        23,
+        "announce.bgp.router_interface",
+        "must be an interface name",
+    ),
+    (
+        "bgp source address and source interface",
+        BGP_HEAD + "    source_address: 10.0.0.11\n    source_interface: eth0\n" + ONE_PEER,
+        8,
+        5,
+        "announce.bgp.source_interface",
+        "conflicts with source_address",
+    ),
+    (
+        "bgp source address not an address",
+        BGP_HEAD + "    source_address: eth0\n" + ONE_PEER,
+        7,
+        21,
+        "announce.bgp.source_address",
+        "must be an IPv4 or IPv6 address",
+    ),
+    (
+        "bgp source address of another family than a peer",
+        BGP_HEAD
+        + "    source_address: 10.0.0.11\n    peers:\n      - {address: 'fd00::1', as: 1}\n",
+        9,
+        19,
+        "announce.bgp.peers[0].address",
+        "peer fd00::1 is IPv6 but source_address 10.0.0.11 is IPv4",
+    ),
+    (
+        "bgp peer port zero",
+        BGP_HEAD + "    peers:\n      - {address: 10.0.0.1, as: 65001, port: 0}\n",
+        8,
+        46,
+        "announce.bgp.peers[0].port",
+        "must be at least 1",
+    ),
+    (
+        "bgp peer port too large",
+        BGP_HEAD + "    peers:\n      - {address: 10.0.0.1, as: 65001, port: 65536}\n",
+        8,
+        46,
+        "announce.bgp.peers[0].port",
+        "must be at most 65535",
+    ),
+    (
+        "bgp peer empty families",
+        BGP_HEAD + "    peers:\n      - address: 10.0.0.1\n        as: 65001\n"
+        "        families: []\n",
+        10,
+        19,
+        "announce.bgp.peers[0].families",
+        "must be a non-empty list of ipv4-unicast and ipv6-unicast",
+    ),
+    (
+        "bgp peer unknown family",
+        BGP_HEAD
+        + "    peers:\n      - {address: 10.0.0.1, as: 65001, families: [ipv4-multicast]}\n",
+        8,
+        51,
+        "announce.bgp.peers[0].families[0]",
+        "must be one of ipv4-unicast, ipv6-unicast",
+    ),
+    (
+        "bgp peer family twice",
+        BGP_HEAD + "    peers:\n      - {address: 10.0.0.1, as: 65001,"
+        " families: [ipv4-unicast, ipv4-unicast]}\n",
+        8,
+        50,
+        "announce.bgp.peers[0].families",
+        "each at most once",
+    ),
+    (
+        "bgp peer families without the VIP's",
+        BGP_HEAD + "    peers:\n      - {address: 10.0.0.1, as: 65001, families: [ipv6-unicast]}\n",
+        8,
+        50,
+        "announce.bgp.peers[0].families",
+        "lists none of the VIP's families (ipv4-unicast): this peer would learn no route",
+    ),
+    (
+        "bgp multihop TTL 1",
+        BGP_HEAD + "    peers:\n      - {address: 10.0.0.1, as: 65001, multihop: 1}\n",
+        8,
+        50,
+        "announce.bgp.peers[0].multihop",
+        "must be true, false or a TTL from 2 to 255",
+    ),
+    (
+        "bgp multihop TTL 256",
+        BGP_HEAD + "    peers:\n      - {address: 10.0.0.1, as: 65001, multihop: 256}\n",
+        8,
+        50,
+        "announce.bgp.peers[0].multihop",
+        "must be true, false or a TTL from 2 to 255",
+    ),
+    (
+        "election backend none with arp",
+        OK_VIP + "election:\n  backend: none\nannounce: {mode: arp}\n",
+        3,
+        12,
+        "election.backend",
+        "none (no election: every healthy node holds the VIP) needs announce.mode bgp, where "
+        "each node announces a route (ECMP); with announce.mode arp every node would claim "
+        "the VIP on one L2 segment, an address conflict",
+    ),
+    (
+        "election backend none without an announce section (arp)",
+        OK_VIP + "election: {backend: none}\n",
+        2,
+        21,
+        "election.backend",
+        "an address conflict",
+    ),
+    (
+        "election backend none with metal",
+        OK_VIP + "election: {backend: none}\nannounce:\n  mode: metal\n"
+        f"  metal: {{project_id: {UUID}, token_file: /etc/kubevip/metal.token}}\n",
+        2,
+        21,
+        "election.backend",
+        "moving the Elastic IP",
     ),
     (
         "metal without token",

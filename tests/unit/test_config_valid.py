@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kubevipd.config import ConfigError, load, load_text
+from kubevipd.config import Config, ConfigError, load, load_text
 from kubevipd.config.loader import schema
 from kubevipd.config.model import Duration, SecretRef, default_election_server
 from kubevipd.config.secrets import SecretError, read_secret
@@ -37,6 +37,11 @@ VALID_TEXTS = {
     "bgp": "vip: {address: 10.0.0.5}\nannounce:\n  mode: bgp\n  bgp:\n    router_id: 10.0.0.11\n"
     "    local_as: 65000\n    peers:\n      - {address: 10.0.0.1, as: 65001, multihop: true,"
     " password_file: /etc/kubevip/bgp.pass}\n      - {address: 'fd00::1', as: 65002}\n",
+    "bgp, every field": "vip: {address: [10.0.0.5, 'fd00::5']}\nelection: {backend: none}\n"
+    "announce:\n  mode: bgp\n  bgp:\n    router_interface: eth0\n    local_as: 65000\n"
+    "    source_interface: eth1\n    hold_time: 9s\n    keepalive: 3s\n    peers:\n"
+    "      - {address: 10.0.0.1, as: 65001, port: 1179, multihop: 8,"
+    " families: [ipv6-unicast, ipv4-unicast], password_credential: bgp-peer}\n",
     "metal": "vip: {address: 10.0.0.5}\nannounce:\n  mode: metal\n  metal:\n"
     f"    project_id: {UUID}\n    token: s3cr3t-T0ken-value\n",
     "block style": "node_name: cp1\ninterface: eth0\nvip:\n  address: 192.168.0.75\n"
@@ -256,6 +261,137 @@ def test_bgp_and_metal_configs() -> None:
     assert c.announce.metal is not None
     assert c.announce.metal.project_id == UUID
     assert c.announce.metal.token == SecretRef("credential", "metal-token")
+
+
+BGP_HEAD = "announce:\n  mode: bgp\n  bgp:\n    router_id: 10.0.0.11\n    local_as: 65000\n"
+
+
+def _bgp(text: str, vip: str = "{address: 10.0.0.5}") -> Config:
+    return load_text(f"vip: {vip}\n{text}").config
+
+
+def test_bgp_defaults_are_kube_vips_and_the_vips_families() -> None:
+    c = _bgp(
+        BGP_HEAD + "    peers: [{address: 10.0.0.1, as: 65001}, {address: 'fd00::1', as: 2}]\n"
+    )
+    bgp = c.announce.bgp
+    assert bgp is not None and c.election.backend == "lease"
+    assert (bgp.router_id, bgp.router_interface) == (ipaddress.IPv4Address("10.0.0.11"), None)
+    assert (bgp.source_address, bgp.source_interface) == (None, None)
+    assert (bgp.hold_time, bgp.keepalive) == (30_000, 10_000)  # kube-vip's 30 s and 10 s
+    for peer in bgp.peers:
+        # the VIP is IPv4: both sessions carry its family, over IPv4 and IPv6 transport alike
+        assert (peer.port, peer.multihop_ttl, peer.families) == (179, None, ("ipv4-unicast",))
+        assert peer.multihop is False and peer.password is None
+
+
+@pytest.mark.parametrize(
+    ("vip", "families"),
+    [
+        ("{address: 'fd00::5'}", ("ipv6-unicast",)),
+        ("{address: [10.0.0.5, 'fd00::5']}", ("ipv4-unicast", "ipv6-unicast")),
+        ("{address: ['fd00::5', 10.0.0.5]}", ("ipv6-unicast", "ipv4-unicast")),
+        ("{dns: {name: cp.example.com, family: dual}}", ("ipv4-unicast", "ipv6-unicast")),
+        ("{dns: {name: cp.example.com, family: ipv6}}", ("ipv6-unicast",)),
+        ("{dhcp: {hostname: cp-vip}}", ("ipv4-unicast",)),
+        # the answer at run time decides: no default to fill in
+        ("{dns: {name: cp.example.com}}", None),
+    ],
+)
+def test_the_default_families_are_the_vips(vip: str, families: tuple[str, ...] | None) -> None:
+    c = _bgp(BGP_HEAD + "    peers: [{address: 10.0.0.1, as: 65001}]\n", vip)
+    assert c.announce.bgp is not None and c.announce.bgp.peers[0].families == families
+
+
+def test_every_new_bgp_field_is_carried_into_the_model() -> None:
+    c = load_text(VALID_TEXTS["bgp, every field"]).config
+    bgp = c.announce.bgp
+    assert bgp is not None and c.election.backend == "none"
+    assert (bgp.router_id, bgp.router_interface, bgp.local_as) == (None, "eth0", 65000)
+    assert (bgp.source_address, bgp.source_interface) == (None, "eth1")
+    assert (bgp.hold_time, bgp.keepalive) == (9000, 3000)
+    (peer,) = bgp.peers
+    assert (peer.port, peer.multihop_ttl, peer.multihop) == (1179, 8, True)
+    assert peer.families == ("ipv4-unicast", "ipv6-unicast")  # in one order, whatever given
+    assert peer.password == SecretRef("credential", "bgp-peer")
+
+
+@pytest.mark.parametrize(
+    ("multihop", "ttl"), [("false", None), ("true", 255), ("2", 2), ("255", 255), ("64.0", 64)]
+)
+def test_multihop_is_a_boolean_or_a_ttl(multihop: str, ttl: int | None) -> None:
+    c = _bgp(BGP_HEAD + f"    peers: [{{address: 10.0.0.1, as: 1, multihop: {multihop}}}]\n")
+    assert c.announce.bgp is not None
+    assert c.announce.bgp.peers[0].multihop_ttl == ttl
+    assert type(c.announce.bgp.peers[0].multihop_ttl) in (int, type(None))
+
+
+def test_bgp_source_address_and_shortest_timers() -> None:
+    c = _bgp(
+        BGP_HEAD + "    source_address: 10.0.0.11\n    hold_time: 3\n    keepalive: 1s\n"
+        "    peers: [{address: 10.0.0.1, as: 1}]\n"
+    )
+    bgp = c.announce.bgp
+    assert bgp is not None and bgp.source_address == ipaddress.ip_address("10.0.0.11")
+    assert (bgp.hold_time, bgp.keepalive) == (3000, 1000)
+
+
+def test_explicit_bgp_defaults_give_an_equal_config() -> None:
+    peers = "    peers: [{address: 10.0.0.1, as: 1}]\n"
+    explicit = _bgp(
+        "election: {backend: lease}\n" + BGP_HEAD + "    hold_time: 30s\n    keepalive: 10\n"
+        "    peers: [{address: 10.0.0.1, as: 1, port: 179, multihop: false,"
+        " families: [ipv4-unicast]}]\n"
+    )
+    assert explicit == _bgp(BGP_HEAD + peers)
+    assert _bgp(BGP_HEAD + peers.replace("1}]", "1, multihop: true}]")) == _bgp(
+        BGP_HEAD + peers.replace("1}]", "1, multihop: 255}]")
+    )
+
+
+def test_the_former_backend_name_kubernetes_still_loads_as_lease_with_a_warning() -> None:
+    loaded = load_text("vip: {address: 10.0.0.5}\nelection:\n  backend: kubernetes\n", "k.yaml")
+    assert loaded.config.election.backend == "lease"
+    assert loaded.config == load_text("vip: {address: 10.0.0.5}\n").config
+    assert [str(w) for w in loaded.warnings] == [
+        "k.yaml:3:3: election.backend: warning: kubernetes is the former name of lease: write "
+        "backend: lease (same meaning)"
+    ]
+
+
+def test_bgp_and_all_nodes_stay_refused_at_run_time() -> None:
+    """Configuration only, for now: the daemon runs neither, and check-config says so."""
+    from kubevipd.config.loader import cannot_run
+
+    loaded = load_text(VALID_TEXTS["bgp, every field"], "k.yaml")
+    assert [(d.field, d.line) for d in cannot_run(loaded)] == [
+        ("announce.mode", 4),
+        ("election.backend", 2),
+    ]
+    assert all(
+        "not supported by this version of kubevipd yet" in d.message for d in cannot_run(loaded)
+    )
+
+
+def test_an_inline_bgp_password_is_never_shown_in_errors_or_the_model() -> None:
+    secret = "Rtr-pa55-very-secret"
+    ok = BGP_HEAD + f"    peers: [{{address: 10.0.0.1, as: 1, password: {secret}}}]\n"
+    loaded = load_text("vip: {address: 10.0.0.5}\n" + ok)
+    assert secret not in repr(loaded) and secret not in str(loaded.config)
+    assert [w.field for w in loaded.warnings] == ["announce.bgp.peers[0].password"]
+    for bad in (
+        ok.replace("as: 1,", "as: 1, port: 0,"),
+        ok.replace("as: 1,", "as: 1, families: [],"),
+        ok.replace("as: 1,", "as: 1, multihop: 1,"),
+        ok + "    hold_time: 2s\n",
+        ok.replace("router_id: 10.0.0.11", "router_id: 10.0.0.11\n    router_interface: e0"),
+        ok.replace("password:", "password_file: /x, password:"),
+        ok.replace(f"password: {secret}", f"password: [{secret}]"),
+        ok.replace(f"password: {secret}", "password: ''"),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            load_text("vip: {address: 10.0.0.5}\nelection: {backend: none}\n" + bad)
+        assert secret not in str(raised.value)
 
 
 def test_inline_secret_is_a_warning_and_never_shown() -> None:

@@ -157,18 +157,33 @@ class _Importer:
 
     # election -------------------------------------------------------------
 
+    def _bgp_mode(self) -> bool:
+        return self.flag("bgp_enable") and not self.flag("vip_packet")
+
     def _election(self) -> Doc:
         e: Doc = {}
-        if "vip_leaderelection" in self.env and not self.flag("vip_leaderelection"):
+        # kube-vip elects only with vip_leaderelection true (its flag's default is false): in
+        # BGP mode without it, every node announces the VIP, which is backend none.
+        all_nodes = self._bgp_mode() and not self.flag("vip_leaderelection")
+        if all_nodes:
+            e["backend"] = "none"
+            why = "is false" if "vip_leaderelection" in self.env else "is not set"
             self.note(
-                "vip_leaderelection: kube-vip ran without leader election; kubevipd always "
-                "elects through a Lease"
+                f"vip_leaderelection {why}: kube-vip announced the VIP over BGP from every node "
+                "(ECMP) without leader election; imported as election.backend none"
+            )
+        elif "vip_leaderelection" in self.env and not self.flag("vip_leaderelection"):
+            self.note(
+                "vip_leaderelection: kube-vip ran without leader election; outside BGP mode "
+                "kubevipd always elects through a Lease (election.backend none is for BGP only)"
             )
         e["kubeconfig"] = self._kubeconfig()
         if self.env.get("cp_namespace"):
             e["namespace"] = self.env["cp_namespace"]
         if self.env.get("vip_leasename"):
             e["lease_name"] = self.env["vip_leasename"]
+        elif all_nodes:
+            pass  # no Lease: its name does not matter
         else:
             e["lease_name"] = _LEASE_NAME_BEFORE_0_4
             self.note(
@@ -213,7 +228,7 @@ class _Importer:
     # announce -------------------------------------------------------------
 
     def _announce(self) -> Doc:
-        if self.flag("bgp_enable") and not self.flag("vip_packet"):
+        if self._bgp_mode():
             return {"mode": "bgp", "bgp": self._bgp()}
         if self.flag("vip_packet"):
             if self.flag("bgp_enable"):
@@ -237,6 +252,13 @@ class _Importer:
         bgp: Doc = {}
         if self.env.get("bgp_routerid"):
             bgp["router_id"] = self.env["bgp_routerid"]
+            if self.env.get("bgp_routerinterface"):
+                self.note(
+                    "bgp_routerinterface: not carried over: bgp_routerid is set too, and "
+                    "kube-vip lets bgp_routerid win"
+                )
+        elif self.env.get("bgp_routerinterface"):
+            bgp["router_interface"] = self.env["bgp_routerinterface"]
         else:
             self.note(
                 "bgp_routerid: not set; put this node's IPv4 address in announce.bgp.router_id"
@@ -250,6 +272,26 @@ class _Importer:
                 "bgp_as: not set; kube-vip's default 65000 is written to "
                 "announce.bgp.local_as: check it"
             )
+        if self.env.get("bgp_sourceip"):
+            bgp["source_address"] = self.env["bgp_sourceip"]
+            if self.env.get("bgp_sourceif"):
+                self.note(
+                    "bgp_sourceif: not carried over: kube-vip refuses it beside bgp_sourceip "
+                    "(they are mutually exclusive); source_address is kept"
+                )
+        elif self.env.get("bgp_sourceif"):
+            bgp["source_interface"] = self.env["bgp_sourceif"]
+        for env, key in (("bgp_hold_time", "hold_time"), ("bgp_keepalive_interval", "keepalive")):
+            value = self.env.get(env, "").strip()
+            if not value:
+                continue
+            if not value.isdigit() or int(value) == 0:
+                self.note(
+                    f"{env}: {value!r} is not carried over: kubevipd takes a whole number of "
+                    f"seconds (hold_time at least 3, keepalive at least 1); the default applies"
+                )
+                continue
+            bgp[key] = f"{int(value)}s"
         peers: list[kv.PeerString] = []
         if self.env.get("bgp_peers"):
             peers = [kv.PeerString.parse(p) for p in self.env["bgp_peers"].split(",") if p.strip()]
@@ -265,8 +307,25 @@ class _Importer:
         out = []
         for i, p in enumerate(peers):
             peer: Doc = {"address": p.address, "as": p.asn}
+            if p.port != kv.BGP_PORT:
+                peer["port"] = p.port
+                self.note(
+                    f"bgp_peers: peer {i} ({p.address}) names port {p.port}, which kube-vip "
+                    f"parsed but never used (it always connected to {kv.BGP_PORT}); kubevipd "
+                    f"connects to {p.port}: check that the router listens there"
+                )
             if p.multihop:
                 peer["multihop"] = True
+                self.note(
+                    f"bgp_peers: peer {i} ({p.address}) is multihop: kube-vip sent with TTL "
+                    f"{kv.MULTIHOP_TTL}, kubevipd's multihop: true means TTL 255; write "
+                    f"multihop: {kv.MULTIHOP_TTL} to keep kube-vip's"
+                )
+            if p.rest:
+                self.note(
+                    f"bgp_peers: peer {i} ({p.address}): the MP-BGP and BFD options after the "
+                    "port are not carried over"
+                )
             file = self._peer_password(i, p.password)
             if file:
                 peer["password_file"] = file

@@ -36,19 +36,35 @@ def secret_key_for_path(path: str) -> str:
     return re.sub(r"[^-._A-Za-z0-9]", "-", path.rstrip("/").rsplit("/", 1)[-1])
 
 
+# kube-vip's BGP timers when bgp_hold_time / bgp_keepalive_interval are unset (its flags'
+# defaults, cmd/kube-vip.go), in seconds: kubevipd's defaults are the same.
+BGP_HOLD_TIME_DEFAULT_S = 30
+BGP_KEEPALIVE_DEFAULT_S = 10
+# GoBGP's TTL for every peer kube-vip marks multihop (pkg/bgp/peers.go: MultihopTtl: 50).
+MULTIHOP_TTL = 50
+BGP_PORT = 179
+
+
 @dataclass(frozen=True)
 class PeerString:
-    """One entry of kube-vip's bgp_peers: ``address:as:password:multihop``."""
+    """One entry of kube-vip's bgp_peers: ``address:as:password:multihop[:port[:...]]``.
+
+    kube-vip parses the port (the fifth field, default 179) but always dials 179. The fields
+    after it (MP-BGP next-hop options, BFD) are kept in ``rest`` only to be reported.
+    """
 
     address: str
     asn: int
     password: str
     multihop: bool
+    port: int = BGP_PORT
+    rest: tuple[str, ...] = ()
 
     def format(self) -> str:
         addr = ipaddress.ip_address(self.address)
         host = f"[{addr}]" if addr.version == 6 else str(addr)
-        return f"{host}:{self.asn}:{self.password}:{str(self.multihop).lower()}"
+        text = f"{host}:{self.asn}:{self.password}:{str(self.multihop).lower()}"
+        return text if self.port == BGP_PORT else f"{text}:{self.port}"
 
     @classmethod
     def parse(cls, text: str) -> PeerString:
@@ -57,7 +73,8 @@ class PeerString:
         if text.startswith("["):
             host, sep, rest = text[1:].partition("]")
             if not sep:
-                raise ValueError(f"unclosed '[' in BGP peer {text!r}")
+                # not the entry itself: its third field is a password
+                raise ValueError("unclosed '[' in the IPv6 address of a BGP peer")
             parts = [host, *rest.lstrip(":").split(":")]
         else:
             parts = text.split(":")
@@ -66,7 +83,11 @@ class PeerString:
         ipaddress.ip_address(parts[0])
         password = parts[2] if len(parts) > 2 else ""
         multihop = parts[3].lower() == "true" if len(parts) > 3 and parts[3] else False
-        return cls(parts[0], int(parts[1]), password, multihop)
+        port = int(parts[4]) if len(parts) > 4 and parts[4] else BGP_PORT
+        if not 1 <= port <= 65535:
+            raise ValueError(f"BGP peer {parts[0]}: port {port} is out of range (1 to 65535)")
+        options = tuple(p for p in parts[5:] if p)
+        return cls(parts[0], int(parts[1]), password, multihop, port, options)
 
 
 # Settings kube-vip has and kubevipd does not, with why: listed, never silently dropped.
@@ -97,11 +118,6 @@ UNSUPPORTED = {
     "vip_leaseannotations": "kubevipd does not annotate the Lease",
     "annotation": "node-annotation BGP settings are not supported",
     "provider_config": "a Metal provider_config file is not read; set announce.metal instead",
-    "bgp_sourceif": "BGP source interface is not supported yet",
-    "bgp_sourceip": "BGP source address is not supported yet",
-    "bgp_hold_time": "BGP timers are not configurable yet",
-    "bgp_keepalive_interval": "BGP timers are not configurable yet",
-    "bgp_routerinterface": "set announce.bgp.router_id to the interface's address",
     "vip_packetproject": "kubevipd needs the project UUID (vip_packetprojectid), not its name",
     "cp_detect": (
         "not needed: kubevipd always elects through this node's own apiserver "
@@ -139,6 +155,11 @@ KNOWN = {
     "bgp_peeras",
     "bgp_peerpass",
     "bgp_multihop",
+    "bgp_routerinterface",
+    "bgp_sourceif",
+    "bgp_sourceip",
+    "bgp_hold_time",
+    "bgp_keepalive_interval",
     "address",
     "vip_address",
     "vip_loglevel",

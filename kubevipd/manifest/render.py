@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kubevipd.config.model import Config, Duration, SecretRef
+from kubevipd.config.model import MULTIHOP_TTL, Config, Duration, SecretRef, vip_families
 from kubevipd.manifest import kubevip as kv
 
 Kind = Literal["pod", "daemonset", "rbac"]
@@ -111,7 +111,9 @@ class _Env:
         self.add("cp_namespace", c.election.namespace)
         if c.vip.dhcp is not None:
             self.add("vip_ddns", "true")
-        self.add("vip_leaderelection", "true")
+        # backend none: kube-vip's BGP without leader election announces from every node. The
+        # Lease settings stay, unused by kube-vip then, so that an import gives them back.
+        self.add("vip_leaderelection", "false" if c.election.backend == "none" else "true")
         self.add("vip_leasename", c.election.lease_name)
         for key in ("lease_duration", "renew_deadline", "retry_period"):
             self.add(f"vip_{key.replace('_', '')}", self._whole_seconds(key))
@@ -174,27 +176,60 @@ class _Env:
         bgp = self.c.announce.bgp
         assert bgp is not None
         self.add("bgp_enable", "true")
-        self.add("bgp_routerid", str(bgp.router_id))
+        if bgp.router_id is not None:
+            self.add("bgp_routerid", str(bgp.router_id))
+        else:
+            assert bgp.router_interface is not None
+            self.add("bgp_routerinterface", bgp.router_interface)
         self.add("bgp_as", str(bgp.local_as))
+        if bgp.source_interface is not None:
+            self.add("bgp_sourceif", bgp.source_interface)
+        if bgp.source_address is not None:
+            self.add("bgp_sourceip", str(bgp.source_address))
+        default_families = vip_families(self.c.vip)
         peers = []
         for i, peer in enumerate(bgp.peers):
+            where = f"announce.bgp.peers[{i}]"
+            if peer.families != default_families:
+                raise ManifestError(
+                    f"{where}.families",
+                    "kube-vip has no setting for a peer's address families (it announces the "
+                    "VIP's); remove families to render",
+                )
+            if peer.multihop_ttl is not None and peer.multihop_ttl != MULTIHOP_TTL:
+                self.notes.append(
+                    f"note: {where}.multihop: kube-vip sends every multihop session with TTL "
+                    f"{kv.MULTIHOP_TTL}, not {peer.multihop_ttl}"
+                )
+            if peer.port != kv.BGP_PORT:
+                self.notes.append(
+                    f"note: {where}.port: kube-vip parses the port in bgp_peers but always "
+                    f"connects to {kv.BGP_PORT}, not {peer.port}"
+                )
             password = ""
             if peer.password is not None:
-                where = f"announce.bgp.peers[{i}].password"
-                inline = self._inline_secret(peer.password, where)
+                inline = self._inline_secret(peer.password, f"{where}.password")
                 if inline is None:
                     # kube-vip has one string for all peers: splice the Secret in by $(VAR).
                     var = kv.peer_password_env(i)
-                    self._secret_ref(var, peer.password, where)
+                    self._secret_ref(var, peer.password, f"{where}.password")
                     password = f"$({var})"
                 elif any(ch in inline for ch in ":,"):
                     raise ManifestError(
-                        where, "kube-vip's bgp_peers cannot carry a password with ':' or ','"
+                        f"{where}.password",
+                        "kube-vip's bgp_peers cannot carry a password with ':' or ','",
                     )
                 else:
                     password = inline
-            peers.append(kv.PeerString(str(peer.address), peer.asn, password, peer.multihop))
+            peers.append(
+                kv.PeerString(str(peer.address), peer.asn, password, peer.multihop, peer.port)
+            )
         self.add("bgp_peers", ",".join(p.format() for p in peers))
+        # kube-vip reads its timers in whole seconds; the loader allows nothing else.
+        if bgp.hold_time != kv.BGP_HOLD_TIME_DEFAULT_S * 1000:
+            self.add("bgp_hold_time", str(bgp.hold_time // 1000))
+        if bgp.keepalive != kv.BGP_KEEPALIVE_DEFAULT_S * 1000:
+            self.add("bgp_keepalive_interval", str(bgp.keepalive // 1000))
 
     def _secret(self, name: str, ref: SecretRef, where: str) -> None:
         inline = self._inline_secret(ref, where)

@@ -36,6 +36,13 @@ BGP = (
     "      - {address: 192.168.0.1, as: 65000, password_file: /etc/kubevip/bgp.pass}\n"
     "      - {address: 'fd00::1', as: 65001, multihop: true}\n"
 )
+BGP_FULL = (
+    "vip: {address: 192.168.0.75}\nelection: {backend: none, lease_name: cp-lock}\n"
+    "announce:\n  mode: bgp\n  bgp:\n    router_interface: ens192\n    local_as: 65000\n"
+    "    source_address: 192.168.0.11\n    hold_time: 9s\n    keepalive: 3s\n    peers:\n"
+    "      - {address: 192.168.0.1, as: 65000, port: 1179, multihop: 8}\n"
+    "      - {address: 192.168.0.2, as: 65000, families: [ipv4-unicast]}\n"
+)
 METAL = (
     "vip: {address: 147.75.1.2}\ninterface: lo\nannounce:\n  mode: metal\n"
     f"  metal: {{project_id: {UUID}, token_credential: metal.token}}\n"
@@ -47,6 +54,7 @@ VARIANTS = {
     "dhcp": "vip: {dhcp: {hostname: cp-vip}}\nlog: {level: debug}\n",
     "arp-rate": "vip: {address: 10.0.0.5}\nannounce: {mode: arp, arp: {refresh: 1500ms}}\n",
     "bgp": BGP,
+    "bgp-all-nodes": BGP_FULL,
     "metal": METAL,
 }
 
@@ -482,3 +490,153 @@ def test_render_of_import_keeps_every_supported_setting(name: str) -> None:
         assert [p.split(":")[:2] + p.split(":")[3:] for p in after["bgp_peers"].split(",")] == strip
     if "PACKET_AUTH_TOKEN" in before:
         assert "secretKeyRef" in after["PACKET_AUTH_TOKEN"]
+
+
+# --------------------------------------------------------------------------- BGP vocabulary
+
+BGP_DS = DATA / "kube-vip-1.0-bgp-daemonset.yaml"
+
+
+def _set_env(text: str, **values: str | None) -> str:
+    """The manifest with these env vars set (None: removed)."""
+    docs = [d for d in YAML(typ="safe", pure=True).load_all(text) if d]
+    for doc in docs:
+        if doc["kind"] in ("Pod", "DaemonSet"):
+            spec = doc["spec"]["template"]["spec"] if doc["kind"] == "DaemonSet" else doc["spec"]
+            env = [e for e in spec["containers"][0]["env"] if e["name"] not in values]
+            env += [{"name": k, "value": v} for k, v in values.items() if v is not None]
+            spec["containers"][0]["env"] = env
+    return dump(docs)
+
+
+def test_import_maps_kube_vips_bgp_source_timers_and_router_interface() -> None:
+    text = _set_env(
+        BGP_DS.read_text(),
+        bgp_routerid=None,
+        bgp_routerinterface="ens192",
+        bgp_sourceif="ens224",
+        bgp_hold_time="9",
+        bgp_keepalive_interval="3",
+        bgp_peers="192.168.0.1:65000::false:1179,[fd00::1]:65001::true",
+    )
+    got = import_manifest(text)
+    bgp = got.config["announce"]["bgp"]
+    assert bgp == {
+        "router_interface": "ens192",
+        "local_as": 65000,
+        "source_interface": "ens224",
+        "hold_time": "9s",
+        "keepalive": "3s",
+        "peers": [
+            {"address": "192.168.0.1", "as": 65000, "port": 1179},
+            {"address": "fd00::1", "as": 65001, "multihop": True},
+        ],
+    }
+    notes = "\n".join(got.notes)
+    for name in ("bgp_routerinterface", "bgp_sourceif", "bgp_hold_time", "bgp_keepalive"):
+        assert f"{name}: not carried over" not in notes
+    assert "names port 1179, which kube-vip parsed but never used" in notes
+    assert "kube-vip sent with TTL 50" in notes
+    c = load_text(to_yaml(got.config)).config.announce.bgp
+    assert c is not None and (c.hold_time, c.keepalive, c.peers[0].port) == (9000, 3000, 1179)
+
+
+def test_import_of_source_ip_and_of_both_router_id_settings() -> None:
+    text = _set_env(
+        BGP_DS.read_text(),
+        bgp_routerinterface="ens192",
+        bgp_sourceip="192.168.0.11",
+        bgp_sourceif="ens192",
+        bgp_peers="192.168.0.1:65000",
+    )
+    got = import_manifest(text)
+    bgp = got.config["announce"]["bgp"]
+    # kube-vip reads bgp_routerid after bgp_routerinterface, and refuses both source settings
+    assert (bgp["router_id"], bgp["source_address"]) == ("192.168.0.11", "192.168.0.11")
+    assert "router_interface" not in bgp and "source_interface" not in bgp
+    notes = "\n".join(got.notes)
+    assert "bgp_routerinterface: not carried over: bgp_routerid is set too" in notes
+    assert "bgp_sourceif: not carried over: kube-vip refuses it beside bgp_sourceip" in notes
+    load_text(to_yaml(got.config))
+
+
+def test_import_of_a_zero_timer_keeps_the_default_with_a_note() -> None:
+    got = import_manifest(_set_env(BGP_DS.read_text(), bgp_hold_time="0"))
+    assert "hold_time" not in got.config["announce"]["bgp"]
+    assert any(n.startswith("bgp_hold_time: '0' is not carried over") for n in got.notes)
+
+
+@pytest.mark.parametrize("value", [None, "false"])
+def test_kube_vips_bgp_without_leader_election_is_all_nodes(value: str | None) -> None:
+    """kube-vip elects only with vip_leaderelection true; BGP without it announces everywhere."""
+    got = import_manifest(_set_env(BGP_DS.read_text(), vip_leaderelection=value))
+    assert got.config["election"]["backend"] == "none"
+    assert any("imported as election.backend none" in n for n in got.notes)
+    assert not any(n.startswith("vip_leasename: not set") for n in got.notes)
+    assert load_text(to_yaml(got.config)).config.election.backend == "none"
+    # with leader election it stays the Lease
+    got = import_manifest(BGP_DS.read_text())
+    assert "backend" not in got.config["election"]
+
+
+def test_arp_without_leader_election_is_still_a_lease_with_a_note() -> None:
+    text = (DATA / "kube-vip-0.3.7-pod.yaml").read_text()
+    got = import_manifest(_set_env(text, vip_leaderelection="false"))
+    assert "backend" not in got.config["election"]
+    assert any("outside BGP mode kubevipd always elects" in n for n in got.notes)
+
+
+def test_a_bad_bgp_peers_entry_never_echoes_its_password() -> None:
+    for entry in ("[fd00::1:65000:Rtr-pa55:true", "192.168.0.1:65000:Rtr-pa55:true:99999"):
+        with pytest.raises(ValueError) as raised:
+            import_manifest(_set_env(BGP_DS.read_text(), bgp_peers=entry))
+        assert "Rtr-pa55" not in str(raised.value)
+
+
+def test_render_writes_the_new_bgp_settings_as_kube_vip_reads_them() -> None:
+    out = render(cfg(BGP_FULL), RenderOptions())
+    env = env_of(out.documents[0])
+    assert env["vip_leaderelection"] == "false"
+    assert env["bgp_routerinterface"] == "ens192" and "bgp_routerid" not in env
+    assert env["bgp_sourceip"] == "192.168.0.11" and "bgp_sourceif" not in env
+    assert (env["bgp_hold_time"], env["bgp_keepalive_interval"]) == ("9", "3")
+    assert env["bgp_peers"] == "192.168.0.1:65000::true:1179,192.168.0.2:65000::false"
+    notes = "\n".join(out.notes)
+    assert (
+        "peers[0].port: kube-vip parses the port in bgp_peers but always connects to 179" in notes
+    )
+    assert "peers[0].multihop: kube-vip sends every multihop session with TTL 50, not 8" in notes
+    # kube-vip's defaults are kubevipd's: not written
+    env = env_of(render(cfg(BGP), RenderOptions(kind="daemonset")).documents[0])
+    assert "bgp_hold_time" not in env and "bgp_keepalive_interval" not in env
+    assert env["vip_leaderelection"] == "true"
+    assert [k for k in env if k.startswith("bgp_")] == [
+        "bgp_enable",
+        "bgp_routerid",
+        "bgp_as",
+        "bgp_peers",
+    ]
+
+
+def test_render_then_import_keeps_the_new_bgp_settings() -> None:
+    """The TTL 8 becomes kube-vip's multihop (a note said so); everything else comes back."""
+    original = cfg(BGP_FULL)
+    manifest = dump(render(original, RenderOptions()).documents)
+    back = cfg(to_yaml(import_manifest(manifest).config))
+    assert back.election == original.election
+    assert back.announce.bgp is not None and original.announce.bgp is not None
+    assert back.announce.bgp.peers[0].multihop_ttl == 255
+    assert back == cfg(BGP_FULL.replace("multihop: 8", "multihop: true"))
+
+
+def test_families_other_than_the_vips_cannot_be_rendered() -> None:
+    text = BGP.replace("multihop: true}", "multihop: true, families: [ipv6-unicast]}")
+    with pytest.raises(ManifestError) as raised:
+        render(cfg(text), RenderOptions(kind="daemonset"))
+    assert raised.value.field == "announce.bgp.peers[1].families"
+    assert "no setting for a peer's address families" in raised.value.message
+    # the VIP's own families, written out, render as the default does
+    same = BGP.replace("multihop: true}", "multihop: true, families: [ipv6-unicast, ipv4-unicast]}")
+    assert render(cfg(same), RenderOptions(kind="daemonset")) == render(
+        cfg(BGP), RenderOptions(kind="daemonset")
+    )

@@ -96,14 +96,31 @@ def announces(draw: st.DrawFn, vip: dict[str, Any]) -> dict[str, Any]:
     for addr in addresses:
         peer: dict[str, Any] = {"address": addr, "as": draw(st.integers(1, 2**32 - 1))}
         if draw(st.booleans()):
-            peer["multihop"] = True
+            # true and 255 mean the same; kube-vip's TTL (50) is only a render note
+            peer["multihop"] = draw(st.sampled_from([True, 255]))
+        if draw(st.booleans()):
+            peer["port"] = draw(st.integers(1, 65535))  # kube-vip parses it (and ignores it)
         if draw(st.booleans()):
             peer["password_file"] = draw(secret_files)
         peers.append(peer)
-    return {
-        "mode": "bgp",
-        "bgp": {"router_id": draw(v4), "local_as": draw(st.integers(1, 2**32 - 1)), "peers": peers},
-    }
+    bgp: dict[str, Any] = {}
+    if draw(st.booleans()):
+        bgp["router_id"] = draw(v4)
+    else:
+        bgp["router_interface"] = draw(st.sampled_from(["eth0", "ens192", "lo"]))
+    bgp["local_as"] = draw(st.integers(1, 2**32 - 1))
+    source = draw(st.sampled_from(["", "address", "interface"]))
+    versions = {ipaddress.ip_address(a).version for a in addresses}
+    if source == "address" and len(versions) == 1:
+        bgp["source_address"] = draw(v4 if versions == {4} else v6)
+    elif source == "interface":
+        bgp["source_interface"] = draw(st.sampled_from(["eth1", "bond0.100"]))
+    if draw(st.booleans()):
+        hold = draw(st.integers(3, 300))
+        bgp["hold_time"] = f"{hold}s"
+        bgp["keepalive"] = draw(st.integers(1, hold // 3))
+    bgp["peers"] = peers
+    return {"mode": "bgp", "bgp": bgp}
 
 
 @st.composite
@@ -114,6 +131,8 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
         "election": draw(elections()),
         "announce": draw(announces(vip)),
     }
+    if doc["announce"]["mode"] == "bgp" and draw(st.booleans()):
+        doc["election"]["backend"] = "none"  # kube-vip's BGP without leader election
     if draw(st.booleans()):
         doc["interface"] = draw(st.sampled_from(["eth0", "ens192", "bond0.100", "lo"]))
     if draw(st.booleans()):

@@ -143,8 +143,9 @@ def default_health_url(port: int) -> str:
 
 @dataclass(frozen=True)
 class ElectionSpec:
-    # lease: the Lease holder holds the VIP. none: every healthy node does (BGP's ECMP only).
-    backend: Literal["lease", "none"] = "lease"
+    # kubernetes: the holder of a Kubernetes Lease holds the VIP. none: every healthy node does
+    # (BGP's ECMP only).
+    backend: Literal["kubernetes", "none"] = "kubernetes"
     # Only credentials and the CA come from it, never the apiserver's address.
     kubeconfig: Path = Path("/etc/kubernetes/admin.conf")
     # None: this node's own apiserver, default_election_server(vip.port). Never the VIP.
@@ -289,7 +290,7 @@ def not_supported_yet(cfg: Config) -> tuple[tuple[tuple[str, ...], str], ...]:
         found.append((("announce", "mode"), f"{cfg.announce.mode} {_NOT_YET} (it runs arp only)"))
     if cfg.election.backend == "none":
         found.append(
-            (("election", "backend"), f"all-nodes mode (backend none) {_NOT_YET} (use lease)")
+            (("election", "backend"), f"all-nodes mode (backend none) {_NOT_YET} (use kubernetes)")
         )
     return tuple(found)
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubevipd.config.errors import Diagnostic
-from kubevipd.config.model import DhcpSource, DnsSource, Duration, IPAddress, VipSpec
+from kubevipd.config.model import DhcpSource, DnsSource, Duration, IPAddress, SecretRef, VipSpec
 from kubevipd.config.yaml_tree import FieldPath, field_name, position
 
 
@@ -44,6 +44,37 @@ class VipChecks:
         except ValueError as e:
             self.error(path, str(e))
             return None
+
+    def _secret(
+        self, base: FieldPath, section: Mapping[str, Any], name: str, required: bool
+    ) -> SecretRef | None:
+        keys = {f"{name}_file": "file", f"{name}_credential": "credential", name: "inline"}
+        given = [k for k in keys if k in section]
+        if len(given) > 1:
+            for extra in given[1:]:
+                self.error(
+                    (*base, extra),
+                    f"conflicts with {given[0]}: give the {name} one way only",
+                    at_key=True,
+                )
+            return None
+        if not given:
+            if required:
+                self.error(
+                    base,
+                    f"needs {name}_file or {name}_credential (the {name} is never "
+                    "read from anywhere else)",
+                    at_key=True,
+                )
+            return None
+        key = given[0]
+        if keys[key] == "inline":
+            self.warn(
+                (*base, key),
+                f"inline {name} in the config file: move it to {name}_file "
+                f"(mode 0600) or a systemd credential ({name}_credential)",
+            )
+        return SecretRef(kind=keys[key], value=section[key])  # type: ignore[arg-type]
 
     # vip ------------------------------------------------------------------
 

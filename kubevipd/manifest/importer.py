@@ -7,15 +7,13 @@ secret from the manifest is ever copied to the output; the notes say which file 
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubevipd.config.model import Duration
 from kubevipd.manifest import kubevip as kv
-
-Doc = dict[str, Any]
+from kubevipd.manifest.import_bgp import BgpImport, Doc
 
 _LEASE_NAME_BEFORE_0_4 = "plndr-cp-lock"
 
@@ -69,7 +67,7 @@ def _kube_vip_container(spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-class _Importer:
+class _Importer(BgpImport):
     def __init__(self, pod: Mapping[str, Any], container: Mapping[str, Any]) -> None:
         self.pod = pod
         self.container = container
@@ -247,104 +245,6 @@ class _Importer:
         if rate and int(rate) != kv.ARP_RATE_DEFAULT_MS:
             arp["refresh"] = str(Duration(int(rate)))
         return {"mode": "arp", "arp": arp} if arp else {"mode": "arp"}
-
-    def _bgp(self) -> Doc:
-        bgp: Doc = {}
-        if self.env.get("bgp_routerid"):
-            bgp["router_id"] = self.env["bgp_routerid"]
-            if self.env.get("bgp_routerinterface"):
-                self.note(
-                    "bgp_routerinterface: not carried over: bgp_routerid is set too, and "
-                    "kube-vip lets bgp_routerid win"
-                )
-        elif self.env.get("bgp_routerinterface"):
-            bgp["router_interface"] = self.env["bgp_routerinterface"]
-        else:
-            self.note(
-                "bgp_routerid: not set; put this node's IPv4 address in announce.bgp.router_id"
-            )
-            bgp["router_id"] = "0.0.0.0"
-        if self.env.get("bgp_as"):
-            bgp["local_as"] = int(self.env["bgp_as"])
-        else:
-            bgp["local_as"] = 65000
-            self.note(
-                "bgp_as: not set; kube-vip's default 65000 is written to "
-                "announce.bgp.local_as: check it"
-            )
-        if self.env.get("bgp_sourceip"):
-            bgp["source_address"] = self.env["bgp_sourceip"]
-            if self.env.get("bgp_sourceif"):
-                self.note(
-                    "bgp_sourceif: not carried over: kube-vip refuses it beside bgp_sourceip "
-                    "(they are mutually exclusive); source_address is kept"
-                )
-        elif self.env.get("bgp_sourceif"):
-            bgp["source_interface"] = self.env["bgp_sourceif"]
-        for env, key in (("bgp_hold_time", "hold_time"), ("bgp_keepalive_interval", "keepalive")):
-            value = self.env.get(env, "").strip()
-            if not value:
-                continue
-            if not value.isdigit() or int(value) == 0:
-                self.note(
-                    f"{env}: {value!r} is not carried over: kubevipd takes a whole number of "
-                    f"seconds (hold_time at least 3, keepalive at least 1); the default applies"
-                )
-                continue
-            bgp[key] = f"{int(value)}s"
-        peers: list[kv.PeerString] = []
-        if self.env.get("bgp_peers"):
-            peers = [kv.PeerString.parse(p) for p in self.env["bgp_peers"].split(",") if p.strip()]
-        if self.env.get("bgp_peeraddress"):
-            peers.append(
-                kv.PeerString(
-                    self.env["bgp_peeraddress"],
-                    int(self.env.get("bgp_peeras") or 65000),
-                    self.env.get("bgp_peerpass", ""),
-                    self.flag("bgp_multihop"),
-                )
-            )
-        out = []
-        for i, p in enumerate(peers):
-            peer: Doc = {"address": p.address, "as": p.asn}
-            if p.port != kv.BGP_PORT:
-                peer["port"] = p.port
-                self.note(
-                    f"bgp_peers: peer {i} ({p.address}) names port {p.port}, which kube-vip "
-                    f"parsed but never used (it always connected to {kv.BGP_PORT}); kubevipd "
-                    f"connects to {p.port}: check that the router listens there"
-                )
-            if p.multihop:
-                peer["multihop"] = True
-                self.note(
-                    f"bgp_peers: peer {i} ({p.address}) is multihop: kube-vip sent with TTL "
-                    f"{kv.MULTIHOP_TTL}, kubevipd's multihop: true means TTL 255; write "
-                    f"multihop: {kv.MULTIHOP_TTL} to keep kube-vip's"
-                )
-            if p.rest:
-                self.note(
-                    f"bgp_peers: peer {i} ({p.address}): the MP-BGP and BFD options after the "
-                    "port are not carried over"
-                )
-            file = self._peer_password(i, p.password)
-            if file:
-                peer["password_file"] = file
-            out.append(peer)
-        bgp["peers"] = out
-        return bgp
-
-    def _peer_password(self, index: int, text: str) -> str | None:
-        if not text:
-            return None
-        ref = re.fullmatch(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", text)
-        if ref and ref.group(1) in self.refs:
-            return self._from_secret_ref(ref.group(1), f"announce.bgp.peers[{index}].password")
-        path = f"{kv.CONFIG_DIR}/bgp-peer-{index}.pass"
-        self.note(
-            f"bgp_peers: the password of peer {index} is in the manifest; write it into "
-            f"{path} (mode 0600): it is not copied to the output"
-        )
-        return path
 
     def _metal(self) -> Doc:
         metal: Doc = {}

@@ -122,7 +122,7 @@ def check_config_cli(data: bytes) -> None:
 # durations, addresses, URLs, control characters.
 NASTY = [
     "none",
-    "lease",
+    "kubernetes",
     "ipv6-unicast",
     "[ipv4-unicast, ipv4-unicast]",
     "256",

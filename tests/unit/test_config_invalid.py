@@ -205,7 +205,7 @@ CASES = [
         3,
         12,
         "election.backend",
-        "must be one of lease, none, kubernetes",
+        "must be one of kubernetes, none",
     ),
     (
         "relative kubeconfig",

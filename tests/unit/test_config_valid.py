@@ -275,7 +275,7 @@ def test_bgp_defaults_are_kube_vips_and_the_vips_families() -> None:
         BGP_HEAD + "    peers: [{address: 10.0.0.1, as: 65001}, {address: 'fd00::1', as: 2}]\n"
     )
     bgp = c.announce.bgp
-    assert bgp is not None and c.election.backend == "lease"
+    assert bgp is not None and c.election.backend == "kubernetes"
     assert (bgp.router_id, bgp.router_interface) == (ipaddress.IPv4Address("10.0.0.11"), None)
     assert (bgp.source_address, bgp.source_interface) == (None, None)
     assert (bgp.hold_time, bgp.keepalive) == (30_000, 10_000)  # kube-vip's 30 s and 10 s
@@ -339,7 +339,7 @@ def test_bgp_source_address_and_shortest_timers() -> None:
 def test_explicit_bgp_defaults_give_an_equal_config() -> None:
     peers = "    peers: [{address: 10.0.0.1, as: 1}]\n"
     explicit = _bgp(
-        "election: {backend: lease}\n" + BGP_HEAD + "    hold_time: 30s\n    keepalive: 10\n"
+        "election: {backend: kubernetes}\n" + BGP_HEAD + "    hold_time: 30s\n    keepalive: 10\n"
         "    peers: [{address: 10.0.0.1, as: 1, port: 179, multihop: false,"
         " families: [ipv4-unicast]}]\n"
     )
@@ -347,16 +347,6 @@ def test_explicit_bgp_defaults_give_an_equal_config() -> None:
     assert _bgp(BGP_HEAD + peers.replace("1}]", "1, multihop: true}]")) == _bgp(
         BGP_HEAD + peers.replace("1}]", "1, multihop: 255}]")
     )
-
-
-def test_the_former_backend_name_kubernetes_still_loads_as_lease_with_a_warning() -> None:
-    loaded = load_text("vip: {address: 10.0.0.5}\nelection:\n  backend: kubernetes\n", "k.yaml")
-    assert loaded.config.election.backend == "lease"
-    assert loaded.config == load_text("vip: {address: 10.0.0.5}\n").config
-    assert [str(w) for w in loaded.warnings] == [
-        "k.yaml:3:3: election.backend: warning: kubernetes is the former name of lease: write "
-        "backend: lease (same meaning)"
-    ]
 
 
 def test_bgp_and_all_nodes_stay_refused_at_run_time() -> None:

@@ -40,6 +40,12 @@ def secret_key_for_path(path: str) -> str:
 # defaults, cmd/kube-vip.go), in seconds: kubevipd's defaults are the same.
 BGP_HOLD_TIME_DEFAULT_S = 30
 BGP_KEEPALIVE_DEFAULT_S = 10
+# What Go's strconv.ParseBool reads (kube-vip parses the multihop field with it); "" is unset.
+GO_BOOLS = {
+    "": False,
+    **dict.fromkeys(("1", "t", "T", "true", "TRUE", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "false", "FALSE", "False"), False),
+}
 # GoBGP's TTL for every peer kube-vip marks multihop (pkg/bgp/peers.go: MultihopTtl: 50).
 MULTIHOP_TTL = 50
 BGP_PORT = 179
@@ -81,13 +87,26 @@ class PeerString:
         if len(parts) < 2:
             raise ValueError(f"BGP peer {text!r} is not address:as[:password[:multihop]]")
         ipaddress.ip_address(parts[0])
+        # Past the AS comes the password: no field after it is ever echoed, for a ':' in the
+        # password shifts it into them.
+        hint = "(a ':' in the password splits the entry: kube-vip cannot carry one either)"
+        try:
+            asn = int(parts[1])
+        except ValueError:
+            raise ValueError(f"BGP peer {parts[0]}: the AS is not a number") from None
         password = parts[2] if len(parts) > 2 else ""
-        multihop = parts[3].lower() == "true" if len(parts) > 3 and parts[3] else False
-        port = int(parts[4]) if len(parts) > 4 and parts[4] else BGP_PORT
+        flag = parts[3] if len(parts) > 3 else ""
+        if flag not in GO_BOOLS:
+            raise ValueError(f"BGP peer {parts[0]}: the multihop field is not true or false {hint}")
+        multihop = GO_BOOLS[flag] if flag else False
+        try:
+            port = int(parts[4]) if len(parts) > 4 and parts[4] else BGP_PORT
+        except ValueError:
+            raise ValueError(f"BGP peer {parts[0]}: the port is not a number {hint}") from None
         if not 1 <= port <= 65535:
             raise ValueError(f"BGP peer {parts[0]}: port {port} is out of range (1 to 65535)")
         options = tuple(p for p in parts[5:] if p)
-        return cls(parts[0], int(parts[1]), password, multihop, port, options)
+        return cls(parts[0], asn, password, multihop, port, options)
 
 
 # Settings kube-vip has and kubevipd does not, with why: listed, never silently dropped.

@@ -587,10 +587,26 @@ def test_arp_without_leader_election_is_still_a_lease_with_a_note() -> None:
 
 
 def test_a_bad_bgp_peers_entry_never_echoes_its_password() -> None:
-    for entry in ("[fd00::1:65000:Rtr-pa55:true", "192.168.0.1:65000:Rtr-pa55:true:99999"):
+    for entry in (
+        "[fd00::1:65000:Rtr-pa55:true",
+        "192.168.0.1:65000:Rtr-pa55:true:99999",
+        "192.168.0.1:65000:Rtr:pa55:x9q",  # review: a ':' in it shifted 'x9q' into the port
+        "192.168.0.1:65000:Rtr:pa55",  # ... and 'pa55' into the multihop flag
+    ):
         with pytest.raises(ValueError) as raised:
             import_manifest(_set_env(BGP_DS.read_text(), bgp_peers=entry))
-        assert "Rtr-pa55" not in str(raised.value)
+        assert "Rtr" not in str(raised.value) and "pa55" not in str(raised.value)
+        assert "x9q" not in str(raised.value)
+
+
+def test_the_multihop_field_is_read_as_go_reads_it() -> None:
+    """kube-vip parses it with strconv.ParseBool: 1 and t are true; anything else is an error
+    there, not a silent false."""
+    for flag, want in (("1", True), ("t", True), ("F", False), ("", False)):
+        got = import_manifest(_set_env(BGP_DS.read_text(), bgp_peers=f"192.168.0.1:65000::{flag}"))
+        assert ("multihop" in got.config["announce"]["bgp"]["peers"][0]) == want, flag
+    with pytest.raises(ValueError, match="multihop field is not true or false"):
+        import_manifest(_set_env(BGP_DS.read_text(), bgp_peers="192.168.0.1:65000::yes"))
 
 
 def test_render_writes_the_new_bgp_settings_as_kube_vip_reads_them() -> None:

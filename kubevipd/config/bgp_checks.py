@@ -15,7 +15,6 @@ from typing import Any, Literal
 from kubevipd.config.model import (
     BGP_PORT,
     MULTIHOP_TTL,
-    TEN_SECONDS,
     THIRTY_SECONDS,
     BgpFamily,
     BgpPeer,
@@ -160,7 +159,9 @@ class BgpChecks(VipChecks):
         if ("hold_time" in b and hold is None) or ("keepalive" in b and keepalive is None):
             return None, None
         hold = hold or THIRTY_SECONDS
-        keepalive = keepalive or TEN_SECONDS
+        # Default: a third of the hold time, as BIRD, FRR, GoBGP and ExaBGP take it (10s for
+        # the default 30s, kube-vip's).
+        keepalive = keepalive or Duration(max(1, hold // 3000) * 1000)
         for key, value in (("hold_time", hold), ("keepalive", keepalive)):
             if value % 1000:
                 self.error(

@@ -76,6 +76,7 @@ class BgpImport:
                 )
                 continue
             bgp[key] = f"{int(value)}s"
+        self._keepalive_as_kube_vip_sends_it(bgp)
         peers: list[kv.PeerString] = []
         if self.env.get("bgp_peers"):
             peers = [kv.PeerString.parse(p) for p in self.env["bgp_peers"].split(",") if p.strip()]
@@ -116,6 +117,24 @@ class BgpImport:
             out.append(peer)
         bgp["peers"] = out
         return bgp
+
+    def _keepalive_as_kube_vip_sends_it(self, bgp: Doc) -> None:
+        """kube-vip's keepalive is 10s whatever the hold time; kubevipd's default is a third of
+        it. Written out where they differ, unless 10s breaks BGP's rule (then a note)."""
+        if "keepalive" in bgp or "hold_time" not in bgp:
+            return  # given, or both defaults: 30s / 10s, the same on both sides
+        hold = int(bgp["hold_time"][:-1])
+        ours = max(1, hold // 3)
+        theirs = kv.BGP_KEEPALIVE_DEFAULT_S
+        if theirs * 3 <= hold:
+            if ours != theirs:
+                bgp["keepalive"] = f"{theirs}s"
+            return
+        self.note(
+            f"bgp_keepalive_interval: not set, so kube-vip sent keepalives every {theirs}s, "
+            f"more than a third of its {hold}s hold time; kubevipd sends them every {ours}s "
+            "(hold_time / 3)"
+        )
 
     def _peer_password(self, index: int, text: str) -> str | None:
         if not text:

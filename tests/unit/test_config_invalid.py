@@ -405,14 +405,6 @@ CASES = [
         "of thumb",
     ),
     (
-        "bgp hold time shortened below three default keepalives",
-        BGP_HEAD + "    hold_time: 15s\n" + ONE_PEER,
-        7,
-        16,
-        "announce.bgp.hold_time",
-        "keepalive (10s) must be from 1s to hold_time / 3 (5s for hold_time 15s)",
-    ),
-    (
         "bgp keepalive under a second",
         BGP_HEAD + "    keepalive: 500ms\n" + ONE_PEER,
         7,

@@ -540,3 +540,12 @@ def test_schema_is_valid_draft_2020_12() -> None:
 
     Draft202012Validator.check_schema(schema())
     json.dumps(schema())
+
+
+def test_a_shorter_hold_time_alone_gets_a_third_of_it_as_keepalive() -> None:
+    """Review: the keepalive defaulted to 10s whatever the hold time, so hold_time: 9s alone (the
+    issue's own bench row) was an error. BIRD, FRR, GoBGP and ExaBGP take hold / 3."""
+    peers = "    peers: [{address: 10.0.0.1, as: 1}]\n"
+    for hold, keepalive in (("9s", 3000), ("15s", 5000), ("4s", 1000), ("30s", 10_000)):
+        bgp = _bgp(BGP_HEAD + f"    hold_time: {hold}\n" + peers).announce.bgp
+        assert bgp is not None and bgp.keepalive == keepalive, hold

@@ -656,3 +656,13 @@ def test_families_other_than_the_vips_cannot_be_rendered() -> None:
     assert render(cfg(same), RenderOptions(kind="daemonset")) == render(
         cfg(BGP), RenderOptions(kind="daemonset")
     )
+
+
+def test_a_kube_vip_hold_time_alone_keeps_kube_vips_keepalive_where_bgp_allows_it() -> None:
+    """kube-vip's keepalive is 10s whatever the hold time; kubevipd's default is hold / 3."""
+    got = import_manifest(_set_env(BGP_DS.read_text(), bgp_hold_time="60"))
+    assert got.config["announce"]["bgp"]["keepalive"] == "10s"
+    got = import_manifest(_set_env(BGP_DS.read_text(), bgp_hold_time="9"))
+    assert "keepalive" not in got.config["announce"]["bgp"]  # 3s: 10s would break the rule
+    assert any("kubevipd sends them every 3s" in n for n in got.notes)
+    assert load_text(to_yaml(got.config)).config.announce.bgp.keepalive == 3000  # type: ignore[union-attr]

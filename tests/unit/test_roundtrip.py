@@ -118,7 +118,8 @@ def announces(draw: st.DrawFn, vip: dict[str, Any]) -> dict[str, Any]:
     if draw(st.booleans()):
         hold = draw(st.integers(3, 300))
         bgp["hold_time"] = f"{hold}s"
-        bgp["keepalive"] = draw(st.integers(1, hold // 3))
+        if draw(st.booleans()):  # else the default, a third of the hold time
+            bgp["keepalive"] = draw(st.integers(1, hold // 3))
     bgp["peers"] = peers
     return {"mode": "bgp", "bgp": bgp}
 

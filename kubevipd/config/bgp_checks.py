@@ -172,7 +172,8 @@ class BgpChecks(VipChecks):
         if hold < 3000:
             self.error(
                 (*base, "hold_time"),
-                f"{hold} is too short: a BGP hold time is at least 3s (RFC 4271)",
+                f"{hold} is too short: a BGP hold time is 0 or at least 3s (RFC 4271), and "
+                "kubevipd needs one (at least 3s)",
             )
             return None, None
         if hold > 65_535_000:

@@ -100,12 +100,7 @@ class BgpImport:
                     f"connects to {p.port}: check that the router listens there"
                 )
             if p.multihop:
-                peer["multihop"] = True
-                self.note(
-                    f"bgp_peers: peer {i} ({p.address}) is multihop: kube-vip sent with TTL "
-                    f"{kv.MULTIHOP_TTL}, kubevipd's multihop: true means TTL 255; write "
-                    f"multihop: {kv.MULTIHOP_TTL} to keep kube-vip's"
-                )
+                peer["multihop"] = kv.KUBE_VIP_MULTIHOP_TTL  # kube-vip's (true is 255 here)
             if p.rest:
                 self.note(
                     f"bgp_peers: peer {i} ({p.address}): the MP-BGP and BFD options after the "

@@ -47,7 +47,7 @@ GO_BOOLS = {
     **dict.fromkeys(("0", "f", "F", "false", "FALSE", "False"), False),
 }
 # GoBGP's TTL for every peer kube-vip marks multihop (pkg/bgp/peers.go: MultihopTtl: 50).
-MULTIHOP_TTL = 50
+KUBE_VIP_MULTIHOP_TTL = 50
 BGP_PORT = 179
 
 

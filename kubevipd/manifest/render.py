@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kubevipd.config.model import MULTIHOP_TTL, Config, Duration, SecretRef, vip_families
+from kubevipd.config.model import Config, Duration, SecretRef, vip_families
 from kubevipd.manifest import kubevip as kv
 
 Kind = Literal["pod", "daemonset", "rbac"]
@@ -196,10 +196,10 @@ class _Env:
                     "kube-vip has no setting for a peer's address families (it announces the "
                     "VIP's); remove families to render",
                 )
-            if peer.multihop_ttl is not None and peer.multihop_ttl != MULTIHOP_TTL:
+            if peer.multihop_ttl is not None and peer.multihop_ttl != kv.KUBE_VIP_MULTIHOP_TTL:
                 self.notes.append(
                     f"note: {where}.multihop: kube-vip sends every multihop session with TTL "
-                    f"{kv.MULTIHOP_TTL}, not {peer.multihop_ttl}"
+                    f"{kv.KUBE_VIP_MULTIHOP_TTL}, not {peer.multihop_ttl}"
                 )
             if peer.port != kv.BGP_PORT:
                 self.notes.append(

@@ -393,7 +393,7 @@ CASES = [
         7,
         16,
         "announce.bgp.hold_time",
-        "2s is too short: a BGP hold time is at least 3s (RFC 4271)",
+        "2s is too short: a BGP hold time is 0 or at least 3s (RFC 4271)",
     ),
     (
         "bgp keepalive over a third of the hold time",

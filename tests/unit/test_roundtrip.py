@@ -96,8 +96,9 @@ def announces(draw: st.DrawFn, vip: dict[str, Any]) -> dict[str, Any]:
     for addr in addresses:
         peer: dict[str, Any] = {"address": addr, "as": draw(st.integers(1, 2**32 - 1))}
         if draw(st.booleans()):
-            # true and 255 mean the same; kube-vip's TTL (50) is only a render note
-            peer["multihop"] = draw(st.sampled_from([True, 255]))
+            # kube-vip sends every multihop session with TTL 50: the one it can express (any
+            # other TTL renders with a note, and comes back as 50)
+            peer["multihop"] = 50
         if draw(st.booleans()):
             peer["port"] = draw(st.integers(1, 65535))  # kube-vip parses it (and ignores it)
         if draw(st.booleans()):

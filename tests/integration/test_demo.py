@@ -33,8 +33,9 @@ def test_demo_fails_over_three_times_and_cleans_up() -> None:
     assert uid, r.stdout
     result = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))
     assert result["max_holders"] == 1 and result["samples"] > 100
-    # A few times the bench's medians (graceful stop about 30 ms; a crash about the 3s lease).
-    assert result["sigterm_outage_ms"] < 300
+    # A few times the bench's medians (graceful stop: 66 ms median, 169 ms p95 in
+    # bench/results-8c56e6e-kubevipd.json; a crash about the 3s lease). CI once saw 319 ms.
+    assert result["sigterm_outage_ms"] < 400
     assert 2000 < result["node_death_outage_ms"] < 3000 + 1000
     # The API through https://VIP:6443 comes back too: at once after a hand-over; within the
     # health gate's detection (2 x 200ms, + 200ms timeout) + 500ms when the leader's apiserver

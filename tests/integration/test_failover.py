@@ -434,33 +434,29 @@ def test_systemd_notify_protocol(run: Run, tmp_path: Path) -> None:
     sock.close()
 
 
-def test_a_crashed_daemon_restarted_at_once_keeps_leading(run: Run) -> None:
-    """SIGKILL and an immediate restart (systemd's Restart=on-failure): the node still holds a
-    live lease, so it carries on as the leader; nobody else takes it meanwhile (the lease's
-    holder and transitions never change). With the shipped timings (5s/3s/1s): whether the VIP
-    survives the restart depends on the restart beating the kernel lifetime the last renewal
-    gave it (2-3 s, on a loaded CI machine a Python start takes most of it); either way the
-    restarted run leads from the same lease, without a takeover."""
+def test_a_crashed_daemon_restarted_at_once_rejoins_with_one_holder(run: Run) -> None:
+    """SIGKILL and an immediate restart (systemd's Restart=on-failure), shipped timings
+    (5s/3s/1s). The restarted run rejoins, and the VIP ends up with the Lease's holder alone;
+    the fixture's sampler checks that two nodes never held it. Which node leads afterwards is
+    not asserted: on a loaded CI machine the restart (a Python start, then the first health
+    check before it may campaign) sometimes outlasts the lease, and a follower takes over, as
+    it should; on a quiet one the restarted node keeps the lease (its VIP either outlived the
+    restart, "still holds the lease from an earlier run", or had expired by its kernel lifetime
+    and it renewed its own lease)."""
     old = run.restart_all(election=SHIPPED)
-
-    def lease() -> tuple[str, int]:
-        spec = run.lab.store.get("kube-system", "plndr-cp-lock")["spec"]
-        return spec["holderIdentity"], spec.get("leaseTransitions", 0)  # type: ignore[index]
-
-    before = lease()
-    assert before[0] == old.name
     run.lab.signal(old, signal.SIGKILL)
     run.lab.wait_exit(old, 5)
     earlier = len(run.lab.log_text(old))  # the log file is appended to by each run
 
-    def leads_again() -> bool:
-        return "leader of plndr-cp-lock" in run.lab.log_text(old)[earlier:]
+    def rejoined() -> bool:
+        text = run.lab.log_text(old)[earlier:]
+        return "leader of plndr-cp-lock" in text or "follower of plndr-cp-lock" in text
 
     run.lab.start(old)
-    assert run.lab.wait_for(leads_again, 10), run.logs()
-    time.sleep(6)  # longer than the lease: renewals must have resumed, by the same holder
-    assert lease() == before
-    assert run.lab.holders() == [old.name]
+    assert run.lab.wait_for(rejoined, 10), run.logs()
+    time.sleep(6)  # longer than the lease: whoever leads now has renewed it
+    spec = run.lab.store.get("kube-system", "plndr-cp-lock")["spec"]
+    assert run.lab.holders() == [spec["holderIdentity"]]  # type: ignore[index]
 
 
 def test_a_frozen_leaders_vip_goes_by_itself_before_another_node_takes_the_lease(

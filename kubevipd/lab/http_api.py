@@ -119,6 +119,7 @@ class LabRequestHandler(BaseHTTPRequestHandler):
     server: LabHTTPServer
     timeout = 120
     _answer_delay = 0.0
+    _recorded = False
 
     def setup(self) -> None:
         self.request.settimeout(10)
@@ -198,6 +199,7 @@ class LabRequestHandler(BaseHTTPRequestHandler):
         return not (f.unready or f.store_cut or self._client() in f.not_ready)
 
     def _serve(self, method: str) -> None:
+        self._recorded = False
         url = urlsplit(self.path)
         body = self._read_body()
         code = 0
@@ -213,9 +215,17 @@ class LabRequestHandler(BaseHTTPRequestHandler):
             code = e.code
             self._json(e.code, e.status(), {"Retry-After": "1"} if e.code == 429 else None)
         finally:
-            self.lab.requests.append((self._user() or "-", method, self.path, code))
-            with self.lab._count_lock:
-                self.lab.request_count += 1
+            self._record(code)
+
+    def _record(self, code: int) -> None:
+        """Log the request once, before its answer's bytes leave: a test that reads
+        ``requests`` after its client got the answer must find it there."""
+        if self._recorded:
+            return
+        self._recorded = True
+        self.lab.requests.append((self._user() or "-", self.command, self.path, code))
+        with self.lab._count_lock:
+            self.lab.request_count += 1
 
     def _read_body(self) -> bytes:
         n = int(self.headers.get("Content-Length") or 0)
@@ -261,6 +271,7 @@ class LabRequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
+        self._record(code)
         self.wfile.write(data)
 
     def _text(self, code: int, text: str) -> None:
@@ -269,6 +280,7 @@ class LabRequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        self._record(code)
         self.wfile.write(data)
 
     # routing --------------------------------------------------------------

@@ -32,18 +32,23 @@ MAX_NODES = 10  # node addresses .11 to .20, all in the apiservers' certificate
 
 
 def make_apiserver_pki(
-    directory: Path, subnet: str, prefix6: str, vip: str, names: Sequence[str]
+    directory: Path,
+    subnet: str,
+    prefix6: str,
+    vip: str,
+    names: Sequence[str],
+    vip6: str | None = None,
 ) -> Pki:
     """One certificate for every node's apiserver, with kubeadm's names: each node's IPs,
     the control-plane endpoint (the VIP), the Service IP; never 127.0.0.1.
 
     Node addresses are ``.11`` on, IPv4 and IPv6, with room for nodes added later
-    (``Lab.add_node``): ``.11`` to ``.20``. The IPv6 VIP is ``.75`` of ``prefix6``, as the IPv4
-    one of ``subnet``.
+    (``Lab.add_node``): ``.11`` to ``.20``. The IPv6 VIP is ``.75`` of ``prefix6`` unless
+    ``vip6`` says (the BGP shape's VIPs are off the node subnets).
     """
     spare = range(max(len(names), MAX_NODES))
     sans_ip = [*(f"{subnet}.{11 + i}" for i in spare), *(f"{prefix6}{11 + i}" for i in spare)]
-    sans_ip += [vip, f"{prefix6}75"]
+    sans_ip += [vip, vip6 or f"{prefix6}75"]
     return make_pki(directory, [*sans_ip, SERVICE_IP], (*KUBEADM_NAMES, *names), loopback=False)
 
 

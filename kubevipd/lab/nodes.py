@@ -36,6 +36,7 @@ class Node:
     config: Path | None = None
     run_dir: Path | None = None
     log: Path | None = None
+    ip6: str = ""  # its address in the lab's IPv6 /64 ("" for a node someone else wired)
 
     @property
     def running(self) -> bool:

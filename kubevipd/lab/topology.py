@@ -19,12 +19,24 @@ links cut and restored, and what is seen on them (who holds the VIP, the client'
 table); it creates the lab and destroys it. The parts of :class:`Lab` behind it:
 
 - ``kubevipd.lab.control_plane``: the apiservers' PKI and kubeconfigs, their faults;
-- ``kubevipd.lab.nodes``: :class:`Node`, and the daemon run on it (config, process, log).
+- ``kubevipd.lab.nodes``: :class:`Node`, and the daemon run on it (config, process, log);
+- ``kubevipd.lab.routers``: the BGP shape's routers.
+
+The BGP shape (``Lab.create(n, bgp=True)``): the VIP is routed, not on-link. It is an address
+outside the node subnet, unique per lab (``10.251.A.B`` for nodes on ``10.A.B.0/24``, and
+``fd00:A:B:ff::75`` outside the nodes' ``fd00:A:B::/64``). Two routers sit on the bridge:
+r1 (``.2`` and ``::2``) runs BIRD 2 and forwards, with its best BGP routes in its kernel table
+(ECMP when they are equal), and r2 (``.3`` and ``::3``) runs GoBGP, a RIB only. Both peer with
+every node (routers AS 65000, nodes AS 65001). The client is not on the bridge: it sits behind
+r1 on a link of its own (a /30 out of ``10.252.0.0/14``, and ``fd00:A:B:c::/64``), and every
+node's default routes (IPv4 and IPv6) point at r1, so the client reaches the VIP only through
+the route r1 learnt, and the answer comes back through r1.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 import shutil
@@ -50,12 +62,18 @@ from kubevipd.lab.control_plane import API_PORT, make_apiserver_pki
 from kubevipd.lab.netns import NetnsIPRoute
 from kubevipd.lab.nodes import Daemons, Node
 from kubevipd.lab.pki import Pki
+from kubevipd.lab.routers import Bird, GoBgp, Neighbour, Peering, Router
 
 __all__ = ["API_PORT", "Lab", "Node", "netns_exists"]
 
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def _sysctl(netns: str, *settings: str) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", *settings],
+                   check=True, capture_output=True, text=True)  # fmt: skip
 
 
 def netns_exists(name: str) -> bool:
@@ -83,6 +101,14 @@ class Lab(Daemons):
     vip: str
     client_ip: str
     client_mac: str = ""
+    client_ip6: str = ""
+    # The BGP shape (see the module doc): r1's addresses on the client's link, the routers.
+    bgp: bool = False
+    client_gateway: str = ""
+    client_gateway6: str = ""
+    _vip6: str = ""
+    _r1: Bird | None = None
+    _r2: GoBgp | None = None
     # How to run a daemon: this checkout's by default; the installed package's in its test.
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "kubevipd"])
     _ipr: dict[str, IPRoute] = field(default_factory=dict)
@@ -91,16 +117,36 @@ class Lab(Daemons):
     _log_files: list[Any] = field(default_factory=list)
 
     @classmethod
-    def create(cls, n: int = 3, workdir: Path | None = None) -> Lab:
+    def create(
+        cls,
+        n: int = 3,
+        workdir: Path | None = None,
+        *,
+        bgp: bool = False,
+        r1: Peering | None = None,
+        r2: Peering | None = None,
+    ) -> Lab:
+        """``n`` nodes and a client; ``bgp=True``: the BGP shape (module doc), its routers
+        peering as ``r1`` and ``r2`` say (default :class:`Peering`: IPv4, hold time 30 s, no
+        password). Routers started; the nodes run nothing but their apiservers."""
         uid = secrets.token_hex(3)
         rnd = secrets.randbelow(250 * 250)
-        subnet = f"10.{rnd // 250 + 1}.{rnd % 250 + 1}"
-        prefix6 = f"fd00:{rnd // 250 + 1:x}:{rnd % 250 + 1:x}::"
+        a, b = rnd // 250 + 1, rnd % 250 + 1
+        subnet = f"10.{a}.{b}"
+        prefix6 = f"fd00:{a:x}:{b:x}::"
         wd = workdir or Path(tempfile.mkdtemp(prefix=f"kubevipd-lab-{uid}-"))
         names = [f"n{i + 1}" for i in range(n)]
         ips = [f"{subnet}.{11 + i}" for i in range(n)]
         vip = f"{subnet}.75"
-        pki = make_apiserver_pki(wd / "pki", subnet, prefix6, vip, names)
+        vip6 = f"{prefix6}75"
+        client_ip, client_ip6 = f"{subnet}.100", f"{prefix6}100"
+        gateway = gateway6 = ""
+        if bgp:
+            vip, vip6 = f"10.251.{a}.{b}", f"fd00:{a:x}:{b:x}:ff::75"
+            link = ipaddress.IPv4Address("10.252.0.0") + 4 * rnd  # a /30 of 10.252.0.0/14
+            gateway, client_ip = str(link + 1), str(link + 2)
+            gateway6, client_ip6 = f"fd00:{a:x}:{b:x}:c::1", f"fd00:{a:x}:{b:x}:c::2"
+        pki = make_apiserver_pki(wd / "pki", subnet, prefix6, vip, names, vip6=vip6)
         tokens = standard_tokens() | node_tokens(names)  # one dict, shared by every server
         store = LeaseStore()
         store.set_endpoint_slice("default", "kubernetes", kubernetes_endpoint_slice(ips, API_PORT))
@@ -118,15 +164,27 @@ class Lab(Daemons):
                     ips[i],
                     f"kv{uid}{name}",
                     LabApiServer(pki, tokens, store=store, bookmark_interval=1.0),
+                    ip6=f"{prefix6}{11 + i}",
                 )
                 for i, name in enumerate(names)
             ],
             store=store,
             pki=pki,
             vip=vip,
-            client_ip=f"{subnet}.100",
+            client_ip=client_ip,
+            client_ip6=client_ip6,
+            bgp=bgp,
+            client_gateway=gateway,
+            client_gateway6=gateway6,
+            _vip6=vip6,
             _own_workdir=workdir is None,
         )
+        if bgp:
+            peers = [Neighbour(n.name, n.ip, n.ip6) for n in lab.nodes]
+            lab._r1 = Bird("r1", f"kvl-{uid}-r1", f"{subnet}.2", f"{prefix6}2", wd, peers,
+                           r1 or Peering())  # fmt: skip
+            lab._r2 = GoBgp("r2", f"kvl-{uid}-r2", f"{subnet}.3", f"{prefix6}3", wd, peers,
+                            r2 or Peering())  # fmt: skip
         try:
             lab._build()
             for node in lab.nodes:
@@ -152,7 +210,11 @@ class Lab(Daemons):
         _ip("-n", br, "addr", "add", f"{self.subnet}.1/24", "dev", "br0")
         _ip("-n", br, "link", "set", "br0", "up")
         ports = [(n.netns, n.bridge_port, n.ip, f"{11 + i}") for i, n in enumerate(self.nodes)]
-        ports.append((self.client_ns, f"kv{self.uid}c", self.client_ip, "100"))
+        if self.bgp:
+            ports += [(r.netns, f"kv{self.uid}{r.name}", r.address, r.address6.rpartition(":")[2])
+                      for r in self.routers]  # fmt: skip
+        else:
+            ports.append((self.client_ns, f"kv{self.uid}c", self.client_ip, "100"))
         for ns, port, ip, host6 in ports:
             _ip("netns", "add", ns)
             _ip("-n", ns, "link", "set", "lo", "up")
@@ -164,7 +226,34 @@ class Lab(Daemons):
             _ip("-n", ns, "link", "set", "eth0", "up")
         for node in self.nodes:
             node.mac = self.mac_of(node.netns)
+        if self.bgp:
+            self._build_routed()
         self.client_mac = self.mac_of(self.client_ns)
+
+    def _build_routed(self) -> None:
+        """The BGP shape's rest: the client behind r1, r1 forwarding, every node's and the
+        client's default routes via r1, both routers started."""
+        r1, c = self.r1, self.client_ns
+        _ip("netns", "add", c)
+        _ip("-n", c, "link", "set", "lo", "up")
+        _ip("-n", r1.netns, "link", "add", "name", "eth1", "type", "veth", "peer", "name", "eth0",
+            "netns", c)  # fmt: skip
+        for ns, dev, ip, ip6 in (
+            (r1.netns, "eth1", self.client_gateway, self.client_gateway6),
+            (c, "eth0", self.client_ip, self.client_ip6),
+        ):
+            _ip("-n", ns, "addr", "add", f"{ip}/30", "dev", dev)
+            _ip("-n", ns, "addr", "add", f"{ip6}/64", "dev", dev, "nodad")
+            _ip("-n", ns, "link", "set", dev, "up")
+        _sysctl(r1.netns, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+        for ns, via, via6 in [
+            *((n.netns, r1.address, r1.address6) for n in self.nodes),
+            (c, self.client_gateway, self.client_gateway6),
+        ]:
+            _ip("-n", ns, "route", "add", "default", "via", via)
+            _ip("-n", ns, "-6", "route", "add", "default", "via", via6)
+        for router in self.routers:
+            router.start()
 
     def ipr(self, netns: str) -> IPRoute:
         """A netlink socket inside ``netns`` (usable from any thread)."""
@@ -178,6 +267,24 @@ class Lab(Daemons):
         return str(ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS"))
 
     # nodes ------------------------------------------------------------------
+
+    @property
+    def r1(self) -> Bird:
+        """The BGP shape's BIRD router (it forwards to the VIP)."""
+        if self._r1 is None:
+            raise RuntimeError("not a BGP lab: Lab.create(n, bgp=True) has routers")
+        return self._r1
+
+    @property
+    def r2(self) -> GoBgp:
+        """The BGP shape's GoBGP router (a RIB only)."""
+        if self._r2 is None:
+            raise RuntimeError("not a BGP lab: Lab.create(n, bgp=True) has routers")
+        return self._r2
+
+    @property
+    def routers(self) -> list[Router]:
+        return [r for r in (self._r1, self._r2) if r is not None]
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -214,7 +321,8 @@ class Lab(Daemons):
     # observation ------------------------------------------------------------
 
     def holders(self, iprs: dict[str, IPRoute] | None = None) -> list[str]:
-        """Nodes that answer for the VIP: their eth0 carries it and their cable is in.
+        """Nodes that answer for the VIP: one of their interfaces carries it (eth0; lo in the
+        BGP shape, where kube-vip puts it) and their cable is in.
 
         A node whose cable is pulled cannot answer for anything; it stands for a dead node,
         whose addresses are gone with its power.
@@ -240,7 +348,7 @@ class Lab(Daemons):
 
     @property
     def vip6(self) -> str:
-        return f"{self.prefix6}75"
+        return self._vip6 or f"{self.prefix6}75"
 
     def wait_for(self, predicate: Any, timeout: float, interval: float = 0.01) -> bool:
         end = time.monotonic() + timeout
@@ -254,11 +362,14 @@ class Lab(Daemons):
 
     def destroy(self) -> None:
         self._kill_daemons()
+        for router in self.routers:
+            router.stop(timeout=2)
         self.stop_apiservers()
         for ipr in self._ipr.values():
             ipr.close()
         self._ipr.clear()
-        for ns in [self.client_ns, *(n.netns for n in self.nodes), self.bridge_ns]:
+        routers = [r.netns for r in self.routers]
+        for ns in [self.client_ns, *(n.netns for n in self.nodes), *routers, self.bridge_ns]:
             if netns_exists(ns):
                 for pid in subprocess.run(
                     ["ip", "netns", "pids", ns], capture_output=True, text=True

@@ -32,6 +32,9 @@ APT_PACKAGES=(
   python3-sdnotify python3-prometheus-client python3-dnspython
   python3-urllib3 python3-yaml python3-cryptography
   iproute2 iputils-ping systemd
+  # the BGP lab (kubevipd/lab/routers.py): BIRD 2 and GoBGP as routers, ExaBGP as the nodes'
+  # speaker. The lab runs its own instances in namespaces, with files under its work directory.
+  bird2 gobgpd exabgp
   # building and checking the Debian package (packaging/deb/build.sh)
   debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian
 )
@@ -46,7 +49,19 @@ setup() {
   if [ "${#missing[@]}" -gt 0 ]; then
     log "apt-get install ${missing[*]}"
     env PATH=$CLEAN_PATH apt-get update -qq
-    env PATH=$CLEAN_PATH DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Debian's bird2 enables bird.service and, where systemd runs, starts it with Debian's
+    # /etc/bird/bird.conf (gobgpd's and exabgp's units want configs that do not exist; without
+    # systemd, invoke-rc.d finds no runlevel to start bird's init script in). Masked in /run for
+    # the install only: no router of the host's starts, and dev.sh writes nothing under /etc.
+    # Debian's enabling stays: bird.service starts at the next boot unless it is disabled.
+    local masked= rc=0
+    if [[ " ${missing[*]} " == *" bird2 "* ]] && [ -d /run/systemd/system ]; then
+      env PATH=$CLEAN_PATH systemctl mask --runtime --quiet bird.service && masked=1
+    fi
+    env PATH=$CLEAN_PATH DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+      || rc=$?
+    [ -z "$masked" ] || env PATH=$CLEAN_PATH systemctl unmask --runtime --quiet bird.service
+    [ "$rc" -eq 0 ] || return "$rc"
   fi
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV (system site packages: Debian's libraries are what the .deb runs on)"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kubevipd import exitcodes
 from kubevipd import status as status_file
-from kubevipd.announce.base import Announcer
+from kubevipd.announce.base import Announcer, AnnouncerEnv
 from kubevipd.attached import Attached, InterfaceMissing, attach_when_there
 from kubevipd.config.model import Config
 from kubevipd.connect import ElectionConnector
@@ -33,6 +33,7 @@ from kubevipd.events import (
     HealthChanged,
     LinkChanged,
     Observed,
+    PathChanged,
     Role,
     Stop,
     VipChanged,
@@ -128,12 +129,28 @@ class Daemon:
     def _wait_for_interface(self) -> None:
         wait = float(os.environ.get("KUBEVIPD_INTERFACE_WAIT", INTERFACE_WAIT_S))  # tests: 0.5
         self.attached, self.ifname = attach_when_there(
-            self.parts, self.cfg, self.vips, self.effects, self.put, wait
+            self.parts, self.cfg, self.vips, self.effects, self.put, wait, self._announcer_env()
         )
+
+    def _announcer_env(self) -> AnnouncerEnv:
+        """Where an announcer keeps its files, and how its path's news reaches the loop (as
+        an event, like everything else: the policy decides what a lost path means)."""
+
+        def on_path(ok: bool, detail: str, peers: dict[str, str]) -> None:
+            self.put(PathChanged(ok, detail, tuple(sorted(peers.items()))))
+
+        return AnnouncerEnv(self.run_dir, on_path)
 
     def _attach_link(self, announcer: Announcer | None = None) -> None:
         self.attached = Attached(
-            self.parts, self.cfg, self.ifname, self.vips, self.effects, self.put, announcer
+            self.parts,
+            self.cfg,
+            self.ifname,
+            self.vips,
+            self.effects,
+            self.put,
+            announcer,
+            self._announcer_env(),
         )
 
     def _detach_link(self, keep_announcer: bool = False) -> None:
@@ -236,6 +253,8 @@ class Daemon:
             if item.generation == self.effects.generation:  # else about a replaced interface
                 self._step(item.event)
         else:
+            if isinstance(item, PathChanged):
+                self.reporter.path(item.detail, dict(item.peers))
             self._step(item)
 
     def _step(self, item: Event | None) -> None:
@@ -349,9 +368,9 @@ class Daemon:
         self.stopping = True
         self._metrics_stop.set()
         att = self.attached
+        if att is not None and self.policy.holds_vip:
+            self.effects.withdraw()  # the route before the address; a slow one drained below
         removed = att is None or att.remove_for_good(within=self.policy.t.renew_deadline)
-        if removed and self.policy.holds_vip:
-            self.effects.withdraw()  # drained by effects.close() below when slow
         self.policy.holds_vip = False
         self.roles.update(False, lambda: removed)  # the VIP is off: a source may let it go
         if self.health is not None:

@@ -233,13 +233,15 @@ class Effects:
             if isinstance(a, AddVip):
                 self.put(VipAdded())
         elif isinstance(a, RemoveVip):
+            # The route first, while the address still answers what the route brings; then
+            # the address, before anything after this (a release) lets another node take it.
+            self._call(att, withdraw=True)
             try:
                 att.link.remove()
             except InterfaceError as e:
                 log.error("%s", e)
                 self.put(VipStray(f"could not remove it: {e}", failed=True))
                 return False
-            self._call(att, withdraw=True)
         elif isinstance(a, Announce):
             if not att.vips:  # a source that knows the VIP only later (DHCP): nothing to tell
                 return True
@@ -248,7 +250,7 @@ class Effects:
                 log.warning("the VIP is not on %s at announcement time; restoring it", att.ifname)
                 self.put(FromLink(att.generation, VipMissing()))
                 return False
-            self._call(att, withdraw=False)
+            self._call(att, withdraw=False, term=a.term)
         return True
 
     def vip_add_failed(self, e: InterfaceError) -> None:
@@ -277,39 +279,41 @@ class Effects:
             self.metrics.api_errors.labels(result.error_kind).inc()
         self.put(WriteDone(a.op, result, sent_at))
 
-    def _call(self, att: Attached, withdraw: bool) -> None:
+    def _call(self, att: Attached, withdraw: bool, term: int | None = None) -> None:
         """Call ``att``'s announcer; its outcome is tagged with ``att``'s generation, taken
         now: by the time a slow call ends the VIP may have moved."""
         announcer, gen = att.announcer, att.generation
         if not announcer.slow:
-            self._guarded(announcer, gen, withdraw)
+            self._guarded(announcer, gen, withdraw, term)
             return
         vips = ", ".join(str(v) for v in att.vips)
         what = f"{'withdrawal' if withdraw else 'announcement'} of {vips} on {att.ifname}"
         if not withdraw and self.slow.has_queued(what):
             log.debug("already queued: %s", what)  # a hung call must not grow a backlog
             return
-        if not self.slow.submit(what, lambda: self._guarded(announcer, gen, withdraw)):
+        if not self.slow.submit(what, lambda: self._guarded(announcer, gen, withdraw, term)):
             log.debug("not done, stopping: %s", what)
 
-    def _guarded(self, announcer: Announcer, gen: int, withdraw: bool) -> None:
+    def _guarded(
+        self, announcer: Announcer, gen: int, withdraw: bool, term: int | None = None
+    ) -> None:
         """Whatever an announcer raises comes back as AnnounceFailed: on a worker it would be
         lost (and the worker goes on with the next call); on the loop's thread it would end
         the daemon, VIP and all, over an announcement."""
         try:
-            self._announce(announcer, gen, withdraw)
+            self._announce(announcer, gen, withdraw, term)
         except Exception as e:
             method = "withdraw" if withdraw else "announce"
             log.debug("%s.%s() raised", type(announcer).__name__, method, exc_info=True)
             raised = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             self._failed(gen, withdraw, f"{method}() raised {raised}")
 
-    def _announce(self, announcer: Announcer, gen: int, withdraw: bool) -> None:
+    def _announce(self, announcer: Announcer, gen: int, withdraw: bool, term: int | None) -> None:
         try:
             if withdraw:
                 announcer.withdraw()
                 return
-            sent = announcer.announce()
+            sent = announcer.announce(term)
         except AnnounceError as e:
             self._failed(gen, withdraw, str(e))
             return
@@ -326,8 +330,8 @@ class Effects:
             self.put(FromLink(gen, AnnounceFailed(error)))
 
     def withdraw(self) -> None:
-        """At exit, once the VIP is off the interface: tell the network (a BGP route must not
-        outlive us). A slow announcer's withdraw is drained by ``close``."""
+        """At exit, before the VIP leaves the interface: tell the network (a BGP route must
+        not outlive us). A slow announcer's withdraw is drained by ``close``."""
         if self.attached is not None:
             self._call(self.attached, withdraw=True)
 

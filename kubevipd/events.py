@@ -95,6 +95,16 @@ class AnnounceFailed:
 
 
 @dataclass(frozen=True)
+class PathChanged:
+    """The announcer's path to the network (BGP: its sessions) came or went: ``ok`` while at
+    least one peer can take the VIP's routes; ``detail`` names each peer and its state."""
+
+    ok: bool
+    detail: str = ""
+    peers: tuple[tuple[str, str], ...] = ()  # (peer, state), for the status and metrics
+
+
+@dataclass(frozen=True)
 class VipChanged:
     """The VIP's addresses changed at run time (a reload today; a DNS name or a DHCP lease
     later): the main loop moves it, on whatever path moved it."""
@@ -126,6 +136,7 @@ Event = (
     | VipMoved
     | Announced
     | AnnounceFailed
+    | PathChanged
     | Stop
 )
 
@@ -162,7 +173,11 @@ class RemoveVip:
 
 @dataclass(frozen=True)
 class Announce:
-    pass
+    """Tell the network this node has the VIP. ``term``: the Lease's leaseTransitions when
+    this node took it, so that a later leader's announcement wins over an earlier one's
+    (BGP: a lower MED); None where every holder is equal (all-nodes mode)."""
+
+    term: int | None = None
 
 
 Action = Write | AddVip | HoldVip | RemoveVip | Announce
@@ -175,6 +190,9 @@ class Timings:
     retry_period: float
     link_down_grace: float = 1.0
     health_gate: bool = True
+    # How long the announcer's path may be down (BGP: no session established) before a
+    # leader counts as unfit to hold the VIP, as an unhealthy apiserver makes it.
+    path_grace: float = 3.0
 
     @property
     def api_timeout(self) -> float:

@@ -46,6 +46,7 @@ from kubevipd.events import (
     HealthChanged,
     LinkChanged,
     Observed,
+    PathChanged,
     RemoveVip,
     Role,
     Stop,
@@ -100,6 +101,9 @@ class Machine(VipRules):
             self._warn_repeating(
                 f"announcement failed: {event.error}; trying again at the next due time"
             )
+        elif isinstance(event, PathChanged):
+            self._path(event)
+        self._warn_path()
         self._decide(out)
         said, self._said = tuple(self._said), []
         return Decision(out, said)
@@ -109,6 +113,8 @@ class Machine(VipRules):
         times: list[float] = []
         if self.stray.due is not None:
             times.append(self.stray.due)
+        if self.path_down_since is not None and not self.path_warned:
+            times.append(self.path_down_since + self.t.path_grace)
         if self.role is Role.LEADER:
             times.append(self.deadline)
             if self.in_flight is None:
@@ -303,12 +309,15 @@ class Machine(VipRules):
             reason = f"the interface has had no carrier for {self.t.link_down_grace:g}s"
         elif self.t.health_gate and self.healthy is False and not self.degraded:
             reason = "the local apiserver is unhealthy"
+        elif self._path_failed() and not self.degraded:
+            reason = f"the VIP cannot be announced ({self.path_detail})"
         elif self.degraded and r.takeover_requested_by:
             reason = f"healthy node {r.takeover_requested_by} asked to take over"
         if reason:
             self._step_down(out, reason)
             return
-        out.extend(Announce() for _ in range(self.announcements.due(self.now)))
+        term = r.transitions  # this leadership's: a later leader's announcement wins
+        out.extend(Announce(term) for _ in range(self.announcements.due(self.now)))
         if self.in_flight is None and self.now >= self.next_renew:
             degraded = self.degraded and not self._gate_open()
             rec = acquire_record(r, self.identity, self._duration_s(), self.wall, degraded)
@@ -347,8 +356,7 @@ class Machine(VipRules):
         if degraded:
             self._say(
                 WARNING,
-                "no healthy node took the lease; campaigning although the local apiserver "
-                "is not healthy",
+                f"no healthy node took the lease; campaigning although {self._unfit()}",
             )
         rec = acquire_record(r, self.identity, self._duration_s(), self.wall, degraded)
         self._send(out, "acquire", rec)

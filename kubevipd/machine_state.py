@@ -70,6 +70,11 @@ class MachineState:
     healthy: bool | None = None
     link_up: bool = True
     link_down_since: float | None = None
+    # The announcer's path (BGP: a session established to at least one peer).
+    path_ok: bool = True
+    path_down_since: float | None = None
+    path_detail: str = ""
+    path_warned: bool = False
     holds_vip: bool = False
     degraded: bool = False  # leading although unhealthy, because no healthy node took over
     stopping: bool = False
@@ -155,7 +160,21 @@ class MachineState:
         self.announcements.start(self.now, self.announce_timing)
 
     def _gate_open(self) -> bool:
-        return not self.t.health_gate or self.healthy is True
+        """Fit to hold the VIP: the local apiserver healthy (with the gate on) and a path to
+        announce it on."""
+        return (not self.t.health_gate or self.healthy is True) and not self._path_failed()
+
+    def _path_failed(self) -> bool:
+        """The announcer has had no path to the network for the whole grace."""
+        return self.path_down_since is not None and (
+            self.now >= self.path_down_since + self.t.path_grace
+        )
+
+    def _unfit(self) -> str:
+        """Why this node is not fit to hold the VIP, for a sentence."""
+        if self._path_failed():
+            return f"the VIP cannot be announced ({self.path_detail})"
+        return "the local apiserver is not healthy"
 
 
 def _older(a: str, b: str) -> bool:

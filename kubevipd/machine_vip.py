@@ -21,6 +21,7 @@ from kubevipd.events import (
     AddVip,
     HealthChanged,
     HoldVip,
+    PathChanged,
     RemoveVip,
     Role,
     VipStray,
@@ -34,6 +35,30 @@ from kubevipd.machine_state import (
 
 
 class VipRules(MachineState):
+    def _path(self, ev: PathChanged) -> None:
+        """The announcer's path came or went. Not said at once: sessions take a moment to come
+        up at start and after a router restarts; ``_warn_path`` speaks once the grace is over."""
+        self.path_detail = ev.detail
+        if ev.ok == self.path_ok:
+            return
+        self.path_ok = ev.ok
+        if ev.ok:
+            self.path_down_since = None
+            if self.path_warned:
+                self._say(INFO, f"the VIP can be announced again ({ev.detail})")
+            self.path_warned = False
+        else:
+            self.path_down_since = self.now
+
+    def _warn_path(self) -> None:
+        if self._path_failed() and not self.path_warned:
+            self.path_warned = True
+            self._say(
+                WARNING,
+                f"the VIP cannot be announced for {self.t.path_grace:g}s: {self.path_detail}; "
+                "this node is unfit to hold it while so",
+            )
+
     def _health(self, ev: HealthChanged) -> None:
         if ev.healthy == self.healthy:
             return

@@ -48,7 +48,15 @@ class Metrics:
             "kubevipd_api_errors", "Failed lease API calls by kind", ["kind"], registry=r
         )
         self.announcements = Counter(
-            "kubevipd_announcements", "Gratuitous ARP / unsolicited NA frames sent", registry=r
+            "kubevipd_announcements",
+            "Announcements sent (gratuitous ARP / unsolicited NA frames, BGP route commands)",
+            registry=r,
+        )
+        self.bgp_peer_up = Gauge(
+            "kubevipd_bgp_peer_up",
+            "1 while the BGP session to the peer is established",
+            ["peer"],
+            registry=r,
         )
         self.vip_add_failures = Counter(
             "kubevipd_vip_add_failures",

@@ -8,24 +8,29 @@ part with a fake. Backends are imported here and nowhere in the loop.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from kubevipd.all_nodes import AllNodes
 from kubevipd.announce.arp import ArpAnnouncer
-from kubevipd.announce.base import Announcer, AnnounceTiming
-from kubevipd.config.model import Config, ElectionSpec, HealthSpec
+from kubevipd.announce.base import Announcer, AnnouncerEnv, AnnounceTiming
+from kubevipd.config.model import BgpSpec, Config, ElectionSpec, HealthSpec
 from kubevipd.election.base import Election
 from kubevipd.election.lease import LeaseElection
 from kubevipd.events import Timings
 from kubevipd.health import HealthChecker
 from kubevipd.machine import Machine
 from kubevipd.policy import Policy
+from kubevipd.resolve import RunError
 from kubevipd.vip.model import Vip
 from kubevipd.vip.netlink import Monitor, VipLink
 from kubevipd.vip.source import VipSource
 from kubevipd.vip.static import StaticVipSource
+
+log = logging.getLogger("kubevipd")
+PATH_GRACE_MIN = 3.0
 
 
 class Health(Protocol):
@@ -56,12 +61,18 @@ def timings(cfg: Config) -> Timings:
         retry_period=e.retry_period.seconds,
         link_down_grace=cfg.health.link_down_grace.seconds,
         health_gate=cfg.health.enabled,
+        # No BGP session for as long as the apiserver check may fail before it counts, and
+        # never less than ExaBGP needs to start and open its sessions (about a second here).
+        path_grace=max(PATH_GRACE_MIN, cfg.health.period.seconds * cfg.health.failure_threshold),
     )
 
 
 def build_policy(cfg: Config, start: PolicyStart) -> Policy:
-    """The Lease state machine: today every mode elects. BGP's all-nodes ECMP mode will return
-    kubevipd.all_nodes.AllNodes here, on its own setting."""
+    """``election.backend``: kubernetes, the Lease state machine (one holder); none, the
+    all-nodes policy (every healthy node holds the VIP: BGP's ECMP mode, the only announcer
+    the loader allows it with)."""
+    if cfg.election.backend == "none":
+        return build_all_nodes_policy(cfg, start)
     return Machine(
         identity=start.identity,
         t=start.timings,
@@ -76,7 +87,7 @@ def build_policy(cfg: Config, start: PolicyStart) -> Policy:
 
 
 def build_all_nodes_policy(cfg: Config, start: PolicyStart) -> Policy:
-    """Every healthy node holds the VIP; for BGP's ECMP mode, which selects it (issue 14)."""
+    """Every healthy node holds the VIP; for BGP's ECMP mode (``election.backend: none``)."""
     return AllNodes(
         identity=start.identity,
         t=start.timings,
@@ -93,13 +104,43 @@ def build_vip_source(cfg: Config) -> VipSource:
     return StaticVipSource(cfg)
 
 
-def build_announcer(cfg: Config, ifname: str, link: VipLink, vips: Sequence[Vip]) -> Announcer:
-    """``announce.mode``: arp (gratuitous ARP / unsolicited NA, from the interface's MAC). bgp
-    and metal are refused before this runs until their announcers exist."""
+def build_announcer(
+    cfg: Config, ifname: str, link: VipLink, vips: Sequence[Vip], env: AnnouncerEnv
+) -> Announcer:
+    """``announce.mode``: arp (gratuitous ARP / unsolicited NA, from the interface's MAC); bgp
+    (routes through a supervised ExaBGP). metal is refused before this runs until its
+    announcer exists."""
+    if cfg.announce.mode == "bgp":
+        assert cfg.announce.bgp is not None  # the loader's rule
+        return build_bgp_announcer(cfg.announce.bgp, vips, env)
     if cfg.announce.mode != "arp":
         raise ValueError(f"announce.mode {cfg.announce.mode} has no announcer in this version")
     refresh = cfg.announce.arp.refresh.seconds if cfg.announce.arp else 3.0
     return ArpAnnouncer(ifname, link.mac(), vips, refresh)
+
+
+def build_bgp_announcer(spec: BgpSpec, vips: Sequence[Vip], env: AnnouncerEnv) -> Announcer:
+    """The sessions resolved on this host (a setting it cannot use is a RunError: exit 2),
+    then ExaBGP started for them."""
+    from kubevipd.announce import bgp_plan
+    from kubevipd.announce.bgp import BgpAnnouncer
+    from kubevipd.announce.exabgp import exabgp_command
+
+    if exabgp_command() is None:
+        raise RunError("announce.mode bgp needs ExaBGP, which is not installed: apt install exabgp")
+    try:
+        plan = bgp_plan.resolve(spec, list(vips))
+    except bgp_plan.PlanError as e:
+        raise RunError(str(e)) from None
+    hold, keepalive = spec.hold_time.seconds, spec.keepalive.seconds
+    if abs(keepalive - hold / 3) >= 1:
+        log.warning(
+            "announce.bgp.keepalive %gs is not used: ExaBGP sends a keepalive every hold_time "
+            "/ 3 (%gs here) and has no setting for it",
+            keepalive,
+            hold // 3,
+        )
+    return BgpAnnouncer(plan, vips, env.run_dir, env.on_path)
 
 
 def build_election(spec: ElectionSpec, identity: str) -> Election:
@@ -120,6 +161,8 @@ class Parts:
     vip_source: Callable[[Config], VipSource] = build_vip_source
     link: Callable[[str, list[Vip]], VipLink] = VipLink
     monitor: Callable[..., Monitor] = Monitor
-    announcer: Callable[[Config, str, VipLink, Sequence[Vip]], Announcer] = build_announcer
+    announcer: Callable[[Config, str, VipLink, Sequence[Vip], AnnouncerEnv], Announcer] = (
+        build_announcer
+    )
     election: Callable[[ElectionSpec, str], Election] = build_election
     health: Callable[[HealthSpec, str | None, Callable[[bool, str], None]], Health] = build_health

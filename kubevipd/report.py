@@ -45,17 +45,31 @@ class Reporter:
         self._published: tuple[Any, ...] = ()
         self._published_at = 0.0
         self._counted_transitions = 0
+        # The announcer's path (BGP sessions), as its last PathChanged said; {} for none.
+        self.peers: dict[str, str] = {}
+        self.path_text = ""
+
+    def path(self, detail: str, peers: dict[str, str]) -> None:
+        """A PathChanged: each BGP peer's state, for the status, STATUS= and the metrics."""
+        self.path_text = detail
+        for peer in set(self.peers) - set(peers):
+            self.metrics.bgp_peer_up.remove(peer)
+        self.peers = dict(peers)
+        for peer, state in peers.items():
+            self.metrics.bgp_peer_up.labels(peer).set(1 if state == "up" else 0)
+        self.force()
 
     def status_line(self, p: Policy, vip_text: str, waiting_for: str | None) -> str:
         holder = p.status().holder
         lease_name = self.lease.split("/", 1)[-1]
+        path = f"; {self.path_text}" if self.path_text else ""
         if p.role is Role.LEADER:
-            return f"leader of {lease_name}, {vip_text}"
+            return f"leader of {lease_name}, {vip_text}{path}"
         if p.role is Role.FOLLOWER:
-            return f"follower; leader is {holder or 'nobody'}"
+            return f"follower; leader is {holder or 'nobody'}{path}"
         if waiting_for is not None:
             return f"starting: waiting for {waiting_for}"
-        return str(p.role.value)
+        return f"{p.role.value}{path}"
 
     def force(self) -> None:
         """The next publish() writes, whatever changed (after a reload, a VIP move)."""
@@ -75,11 +89,12 @@ class Reporter:
         # deadline written here (status.held_until), so it must never lag behind a renewal
         # that shortened it; a renewal that lengthened it may lag (that is only conservative).
         # The VIP and interface are in it too: cleanup must remove what we run with.
-        key = (p.role, st.holder, p.holds_vip, p.transitions, st.held_until, tuple(vips), ifname)
+        key = (p.role, st.holder, p.holds_vip, p.transitions, st.held_until, tuple(vips), ifname,
+               self.path_text)  # fmt: skip
         now = time.monotonic()
         if key == self._published and now - self._published_at < 1.0:
             return
-        if key[:3] != self._published[:3]:
+        if key[:3] != self._published[:3] or key[-1:] != self._published[-1:]:
             self.notifier.status(status_line())
         if p.transitions > self._counted_transitions:
             self.metrics.transitions.labels(p.role.value).inc(
@@ -109,6 +124,7 @@ class Reporter:
             "last_renew": wall_now - (now - st.last_renew) if st.last_renew else None,
             "transitions": p.transitions,
             "health": health_text,
+            "bgp_peers": self.peers,
             "last_error": st.last_error,
             "updated": wall_now,
             **status_file.deadline_fields(st.held_until),

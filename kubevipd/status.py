@@ -122,6 +122,8 @@ def format_text(state: dict[str, Any]) -> str:
         f"transitions:  {state['transitions']}",
         f"health:       {state.get('health', '-')}",
     ]
+    for peer, peer_state in sorted((state.get("bgp_peers") or {}).items()):
+        lines.append(f"BGP peer:     {peer} {peer_state}")
     if state.get("last_error"):
         lines.append(f"last error:   {state['last_error']}")
     return "\n".join(lines)

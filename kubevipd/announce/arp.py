@@ -79,9 +79,10 @@ class ArpAnnouncer:
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
         self._sock.bind((ifname, 0))
 
-    def announce(self) -> int:
+    def announce(self, term: int | None = None) -> int:
         """Send every frame once; returns how many went out, or raises AnnounceError naming
-        the first failure when any frame could not be sent."""
+        the first failure when any frame could not be sent. The term does not matter: a
+        neighbour keeps only the latest MAC it heard."""
         sent = 0
         error: OSError | None = None
         for f in self._frames:

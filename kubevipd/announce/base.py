@@ -20,20 +20,29 @@ What an implementation must guarantee:
   returns within a bound it documents (seconds, not minutes): every later call, for whatever
   VIP, waits behind it, and at exit only a short drain is waited for. An announcement already
   waiting is not queued again.
-- ``announce()``: tell the network that this node has the VIP now. Idempotent, called again at
-  every due time. Returns how many frames or messages went out; raises ``AnnounceError`` with a
-  sentence an operator can act on when it could not tell the network. Never raises anything
-  else for a network or peer failure.
+- ``announce(term)``: tell the network that this node has the VIP now. Idempotent, called
+  again at every due time. ``term`` is the leadership's (the Lease's leaseTransitions when this
+  node took it; None in all-nodes mode): a later term's announcement must win over an earlier
+  one's wherever the network could keep both (BGP: a lower MED); an announcer whose network
+  keeps only the latest claim ignores it. Returns how many frames or messages went out; raises
+  ``AnnounceError`` with a sentence an operator can act on when it could not tell the network.
+  Never raises anything else for a network or peer failure.
 - ``withdraw()``: tell the network this node no longer has it (BGP: withdraw the route; ARP:
-  nothing, the next holder's announcement overrides the neighbour entries). Called after the
-  VIP was removed from the interface, also when this node never announced it (a stray copy
-  removed): it must undo only what this node announced, never another node's claim (an Elastic
-  IP assigned to the new leader stays there). Raises ``AnnounceError`` like ``announce()``; a
-  failed withdrawal is logged and not retried.
+  nothing, the next holder's announcement overrides the neighbour entries). Called just before
+  the VIP leaves the interface (a route must go while the address still answers what it
+  brings), also when this node never announced it (a stray copy removed): it must undo only
+  what this node announced, never another node's claim (an Elastic IP assigned to the new
+  leader stays there). Raises ``AnnounceError`` like ``announce()``; a failed withdrawal is
+  logged and not retried.
 - ``set_vips(vips)``: the VIP moved at run time on the same interface (a new interface gets a
   new announcer); from then on ``announce()`` and ``withdraw()`` are for these. When this node
   held the old VIP, its ``withdraw()`` came first.
 - ``close()``: release sockets and children; called once, last.
+- The path to the network: an announcer that depends on one (BGP: its sessions) reports it
+  through ``AnnouncerEnv.on_path(ok, detail, peers)`` whenever it changes, from any thread,
+  first from its constructor, and never after ``close()`` returned; ``ok`` False means no
+  announcement can reach anyone. One that does not (ARP: the carrier says it all) never calls
+  it.
 
 Each announcer is built by an explicit factory that matches on the config
 (kubevipd/parts.py), never by dynamic loading. ``AnnounceSchedule`` turns a timing into due
@@ -42,8 +51,9 @@ times; every policy keeps one, so the Lease machine and the all-nodes policy ann
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from kubevipd.vip.model import Vip
@@ -104,11 +114,27 @@ class AnnounceSchedule:
         return self._due[0] if self._due else None
 
 
+PathReport = Callable[[bool, str, dict[str, str]], None]
+
+
+def no_path_report(ok: bool, detail: str, peers: dict[str, str]) -> None:
+    """For an announcer built where nobody listens (tests, ``check-config``)."""
+
+
+@dataclass(frozen=True)
+class AnnouncerEnv:
+    """What an announcer gets from the daemon besides the config: where it may keep files
+    (ExaBGP's config and socket) and whom to tell of its path."""
+
+    run_dir: Path
+    on_path: PathReport = no_path_report
+
+
 class Announcer(Protocol):
     timing: AnnounceTiming
     slow: bool
 
-    def announce(self) -> int: ...
+    def announce(self, term: int | None = None) -> int: ...
 
     def withdraw(self) -> None: ...
 

@@ -286,12 +286,8 @@ def not_supported_yet(cfg: Config) -> tuple[tuple[tuple[str, ...], str], ...]:
         found.append((("vip", "dns"), "a VIP from DNS " + _NOT_YET + " (set vip.address)"))
     if cfg.vip.dhcp is not None:
         found.append((("vip", "dhcp"), "a VIP from DHCP " + _NOT_YET + " (set vip.address)"))
-    if cfg.announce.mode != "arp":
-        found.append((("announce", "mode"), f"{cfg.announce.mode} {_NOT_YET} (it runs arp only)"))
-    if cfg.election.backend == "none":
-        found.append(
-            (("election", "backend"), f"all-nodes mode (backend none) {_NOT_YET} (use kubernetes)")
-        )
+    if cfg.announce.mode == "metal":
+        found.append((("announce", "mode"), f"metal {_NOT_YET} (it runs arp and bgp)"))
     return tuple(found)
 
 

@@ -110,12 +110,17 @@ class Daemons(ControlPlane):
             env=full_env,
         )  # fmt: skip
 
-    @staticmethod
-    def node_exec(node: Node) -> list[str]:
+    def node_exec(self, node: Node) -> list[str]:
         """Run a command "on" the node: in its network namespace, with its host name (a UTS
-        namespace of its own). Every step execs, so the command keeps the process's PID."""
-        return ["ip", "netns", "exec", node.netns, "unshare", "--uts", "--",
-                "sh", "-c", 'hostname "$0" && exec "$@"', node.name]  # fmt: skip
+        namespace of its own) and an /etc/hosts that names it, as a real node's does (a mount
+        namespace of its own; ExaBGP looks its FQDN up at start, which takes seconds where the
+        name resolves nowhere). Every step execs, so the command keeps the process's PID."""
+        hosts = self.workdir / f"{node.name}.hosts"
+        if not hosts.exists():
+            hosts.write_text(f"127.0.0.1 localhost\n::1 localhost\n{node.ip} {node.name}\n")
+        return ["ip", "netns", "exec", node.netns, "unshare", "--uts", "--mount", "--",
+                "sh", "-c", 'hostname "$0" && mount --bind "$1" /etc/hosts && shift && exec "$@"',
+                node.name, str(hosts)]  # fmt: skip
 
     def ready(self, node: Node) -> bool:
         """The daemon's main loop runs: it has written its status file."""

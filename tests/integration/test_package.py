@@ -69,6 +69,8 @@ def test_depends_on_debians_libraries(deb: Path) -> None:
     ):
         assert pkg in depends, f"{pkg} missing from Depends: {depends}"
     assert "python3:any (>= 3.11~)" in depends
+    assert "exabgp" not in depends  # ARP mode runs without it
+    assert sh("dpkg-deb", "-f", str(deb), "Recommends").stdout.strip() == "exabgp"
     assert sh("dpkg-deb", "-f", str(deb), "Architecture").stdout.strip() == "all"
 
 

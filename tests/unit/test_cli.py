@@ -179,10 +179,12 @@ NOT_YET = "is not supported by this version of kubevipd yet"
 
 
 def test_run_refuses_modes_this_version_does_not_have(tmp_path: Path) -> None:
-    cfg = _run_config(tmp_path, "interface: lo\n" + BGP)
+    cfg = _run_config(tmp_path, "interface: lo\n" + METAL)
     r = kubevipd("run", "--config", str(cfg), "--run-dir", str(tmp_path / "run"))
     assert r.returncode == 2
-    assert r.stderr.splitlines() == [f"{cfg}:7:9: announce.mode: bgp {NOT_YET} (it runs arp only)"]
+    assert r.stderr.splitlines() == [
+        f"{cfg}:7:9: announce.mode: metal {NOT_YET} (it runs arp and bgp)"
+    ]
     assert not (tmp_path / "run").exists()
 
 
@@ -190,12 +192,8 @@ def test_run_refuses_modes_this_version_does_not_have(tmp_path: Path) -> None:
     ("text", "lines"),
     [
         (
-            "vip:\n  address: 192.0.2.75\n" + BGP,
-            ["4:9: announce.mode: bgp " + NOT_YET + " (it runs arp only)"],
-        ),
-        (
             "vip:\n  address: 192.0.2.75\n" + METAL,
-            ["4:9: announce.mode: metal " + NOT_YET + " (it runs arp only)"],
+            ["4:9: announce.mode: metal " + NOT_YET + " (it runs arp and bgp)"],
         ),
         (
             "vip:\n  dns:\n    name: cp.example.com\n",
@@ -203,13 +201,10 @@ def test_run_refuses_modes_this_version_does_not_have(tmp_path: Path) -> None:
         ),
         (
             "vip:\n  dhcp: {hostname: cp-vip}\n" + BGP,
-            [
-                "2:3: vip.dhcp: a VIP from DHCP " + NOT_YET + " (set vip.address)",
-                "4:9: announce.mode: bgp " + NOT_YET + " (it runs arp only)",
-            ],
+            ["2:3: vip.dhcp: a VIP from DHCP " + NOT_YET + " (set vip.address)"],
         ),
     ],
-    ids=["bgp", "metal", "dns", "dhcp and bgp"],
+    ids=["metal", "dns", "dhcp with bgp"],
 )
 def test_check_config_says_what_this_version_does_not_run(
     tmp_path: Path, text: str, lines: list[str]

@@ -349,18 +349,17 @@ def test_explicit_bgp_defaults_give_an_equal_config() -> None:
     )
 
 
-def test_bgp_and_all_nodes_stay_refused_at_run_time() -> None:
-    """Configuration only, for now: the daemon runs neither, and check-config says so."""
+def test_bgp_and_all_nodes_mode_run_and_only_metal_is_refused_at_run_time() -> None:
+    """check-config and the daemon share one list (config.model.not_supported_yet)."""
     from kubevipd.config.loader import cannot_run
 
     loaded = load_text(VALID_TEXTS["bgp, every field"], "k.yaml")
-    assert [(d.field, d.line) for d in cannot_run(loaded)] == [
-        ("announce.mode", 4),
-        ("election.backend", 2),
-    ]
-    assert all(
-        "not supported by this version of kubevipd yet" in d.message for d in cannot_run(loaded)
+    assert loaded.config.election.backend == "none" and not cannot_run(loaded)
+    metal = load_text(
+        "vip: {address: 192.0.2.75}\nannounce:\n  mode: metal\n  metal:\n"
+        "    project_id: 7a5b2b1e-0c2e-4b4e-9a52-1d3f0e6f8a11\n    token_file: /t\n"
     )
+    assert [d.field for d in cannot_run(metal)] == ["announce.mode"]
 
 
 def test_an_inline_bgp_password_is_never_shown_in_errors_or_the_model() -> None:

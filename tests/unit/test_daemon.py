@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kubevipd import parts
+from kubevipd.announce.base import AnnouncerEnv
 from kubevipd.config import load_text
 from kubevipd.parts import timings
 from kubevipd.resolve import RunError, election_spec, resolve_identity, resolve_vips
@@ -93,5 +94,6 @@ def test_the_announcer_is_chosen_by_announce_mode_and_takes_its_refresh(
     c = cfg("vip: {address: 192.0.2.75}\nannounce: {mode: arp, arp: {refresh: 10s}}\n")
     vips = [Vip(ipaddress.ip_address("192.0.2.75"), 32)]
     link = type("Link", (), {"mac": lambda self: "02:00:00:00:00:01"})()
-    assert parts.build_announcer(c, "eth0", link, vips) == "arp"
+    env = AnnouncerEnv(Path("."))
+    assert parts.build_announcer(c, "eth0", link, vips, env) == "arp"
     assert made == [("eth0", "02:00:00:00:00:01", vips, 10.0)]

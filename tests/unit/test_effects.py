@@ -88,7 +88,7 @@ class Recorder:
             self.after_close.append(name)
         self.calls.append(name)
 
-    def announce(self) -> int:
+    def announce(self, term: int | None = None) -> int:
         self._enter("announce")
         self.started.set()
         if self.hold:
@@ -112,7 +112,7 @@ def attach(effects: Effects, q: queue.SimpleQueue[object], announcer: Recorder) 
     """An attachment on eth0 whose announcer is ``announcer``, with the VIP already up."""
     cfg = load_text("node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n").config
 
-    def build(cfg: object, ifname: str, link: object, vips: object) -> Recorder:
+    def build(cfg: object, ifname: str, link: object, vips: object, env: object) -> Recorder:
         return announcer
 
     parts = Parts(link=FakeLink, announcer=build, monitor=FakeMonitor)  # type: ignore[arg-type]

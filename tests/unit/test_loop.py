@@ -90,14 +90,18 @@ class FakeAnnouncer:
     timing = AnnounceTiming(burst=(0.0, 0.25), refresh=3.0)
     slow = False
 
-    def __init__(self, cfg: object, ifname: str, link: object, vips: list[Vip]) -> None:
+    def __init__(
+        self, cfg: object, ifname: str, link: object, vips: list[Vip], env: object = None
+    ) -> None:
         self.sent = 0
         self.withdrawn = 0
         self.vips = vips
         self.threads: list[str] = []
+        self.terms: list[int | None] = []
         self.fail: str | None = None
 
-    def announce(self) -> int:
+    def announce(self, term: int | None = None) -> int:
+        self.terms.append(term)
         self.threads.append(threading.current_thread().name)
         if self.fail:
             raise AnnounceError(self.fail)
@@ -734,7 +738,7 @@ def test_an_announcer_that_raises_what_it_should_not_is_a_failed_announcement(
     assert loop.attached is not None
     announcer: FakeAnnouncer = loop.attached.announcer  # type: ignore[assignment]
 
-    def broken() -> int:
+    def broken(term: int | None = None) -> int:
         raise RuntimeError("scapy: no such device")
 
     announcer.announce = broken  # type: ignore[method-assign]
@@ -852,7 +856,7 @@ def test_a_hung_slow_announcer_does_not_grow_a_backlog(loop: Daemon) -> None:
     release, started = threading.Event(), threading.Event()
     count: list[int] = []
 
-    def hung() -> int:
+    def hung(term: int | None = None) -> int:
         count.append(1)
         started.set()
         release.wait(5)

@@ -842,6 +842,9 @@ def main() -> int:
     )
     ap.add_argument("--plot", metavar="PNG", help="also draw the outages")
     ap.add_argument("--no-idle", action="store_true", help="skip the idle measurement (10s)")
+    ap.add_argument(
+        "--no-bgp", action="store_true", help="skip the BGP rows (bench/bgp_failover.py)"
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/failover.py needs root (network namespaces)", file=sys.stderr)
@@ -898,6 +901,13 @@ def main() -> int:
         )
         if name == "kubevipd" and not args.no_idle:
             doc["systems"][name]["idle_shipped_defaults"] = idle_with_defaults()
+    routers = all(shutil.which(t) for t in ("bird", "gobgpd", "exabgp"))
+    if not args.no_bgp and routers and not only:
+        import bgp_failover  # bench/: BIRD, GoBGP and kubevipd's ExaBGP, same machine, same run
+
+        doc["bgp"] = bgp_failover.run_rows(args.rounds, max(1, min(3, args.rounds)))
+    elif not args.no_bgp and not routers:
+        print("BGP rows skipped: apt-get install bird2 gobgpd exabgp", file=sys.stderr)
     doc["machine"]["cpu_use"] = cpu.result()
     print(json.dumps(doc, indent=2))
     if args.plot:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from kubevipd.announce.base import Announcer, AnnouncerEnv
 from kubevipd.config.model import Config
@@ -39,8 +38,8 @@ class Attached:
         vips: list[Vip],
         effects: Effects,
         put: Callable[[object], None],
-        announcer: Announcer | None = None,
-        env: AnnouncerEnv | None = None,
+        announcer: Announcer | None,
+        env: AnnouncerEnv,
     ) -> None:
         """Bind to ``ifname`` for ``vips`` and point the effects at this attachment. Given the
         ``announcer`` of an earlier attachment to the same interface, keep it and tell it the
@@ -59,7 +58,6 @@ class Attached:
             else:
                 announcer.set_vips(vips)
         else:
-            env = env or AnnouncerEnv(Path("."))  # tests: an announcer of files and no path
             self.announcer = parts.announcer(cfg, ifname, self.link, vips, env)
         gen = self.generation = effects.attach(self)
         self.monitor: Monitor = parts.monitor(
@@ -101,7 +99,7 @@ def attach_when_there(
     effects: Effects,
     put: Callable[[object], None],
     wait: float,
-    env: AnnouncerEnv | None = None,
+    env: AnnouncerEnv,
 ) -> tuple[Attached, str]:
     """At boot the interface may come up after us (a bond, a VLAN, a late driver), and with no
     ``interface`` set, the default route too: wait for it up to ``wait`` seconds (within
@@ -115,7 +113,7 @@ def attach_when_there(
                 ifname = resolve_interface(cfg)
             except RunError as e:
                 raise InterfaceMissing(str(e)) from None
-            return Attached(parts, cfg, ifname, vips, effects, put, env=env), ifname
+            return Attached(parts, cfg, ifname, vips, effects, put, None, env), ifname
         except InterfaceMissing as e:
             if time.monotonic() >= end:
                 raise

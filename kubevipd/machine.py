@@ -309,8 +309,6 @@ class Machine(VipRules):
             reason = f"the interface has had no carrier for {self.t.link_down_grace:g}s"
         elif self.t.health_gate and self.healthy is False and not self.degraded:
             reason = "the local apiserver is unhealthy"
-        elif self._path_failed() and not self.degraded:
-            reason = f"the VIP cannot be announced ({self.path_detail})"
         elif self.degraded and r.takeover_requested_by:
             reason = f"healthy node {r.takeover_requested_by} asked to take over"
         if reason:
@@ -319,7 +317,10 @@ class Machine(VipRules):
         term = r.transitions  # this leadership's: a later leader's announcement wins
         out.extend(Announce(term) for _ in range(self.announcements.due(self.now)))
         if self.in_flight is None and self.now >= self.next_renew:
-            degraded = self.degraded and not self._gate_open()
+            # Without a path (no BGP session) the leader keeps the VIP, degraded, until a node
+            # that can announce it asks to take over: releasing it would leave nobody holding
+            # it when every node lost its sessions at once (a top-of-rack router restarting).
+            degraded = (self.degraded and not self._gate_open()) or self._path_failed()
             rec = acquire_record(r, self.identity, self._duration_s(), self.wall, degraded)
             self._fence_for_renewal(out)  # a shorter lease after a reload: the lifetime first
             self._send(out, "renew", rec)

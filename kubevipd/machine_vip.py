@@ -56,7 +56,7 @@ class VipRules(MachineState):
             self._say(
                 WARNING,
                 f"the VIP cannot be announced for {self.t.path_grace:g}s: {self.path_detail}; "
-                "this node is unfit to hold it while so",
+                "unfit to hold it: as leader, it hands over to a node that can announce it",
             )
 
     def _health(self, ev: HealthChanged) -> None:

@@ -29,8 +29,10 @@ What an implementation must guarantee:
   Never raises anything else for a network or peer failure.
 - ``withdraw()``: tell the network this node no longer has it (BGP: withdraw the route; ARP:
   nothing, the next holder's announcement overrides the neighbour entries). Called just before
-  the VIP leaves the interface (a route must go while the address still answers what it
-  brings), also when this node never announced it (a stray copy removed): it must undo only
+  the VIP leaves the interface on a step-down, a lost lease and at exit (a route must go while
+  the address still answers what it brings); when the VIP moves at run time, just after the old
+  address left (a removal that fails keeps the old VIP, announced); also when this node never
+  announced it (a stray copy removed): it must undo only
   what this node announced, never another node's claim (an Elastic IP assigned to the new
   leader stays there). Raises ``AnnounceError`` like ``announce()``; a failed withdrawal is
   logged and not retried.

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import pwd
+import select
 import shutil
 import socket
 import subprocess
@@ -181,6 +182,7 @@ class ExaBgp:
         self._command = command or exabgp_command() or EXABGP
         self._lock = threading.Lock()
         self._acked = threading.Condition(self._lock)
+        self._news_lock = threading.Lock()  # held while on_peers runs
         self._unacked = 0  # commands ExaBGP has not answered yet ("done" or "error")
         self._routes: tuple[Route, ...] = ()
         self._conn: socket.socket | None = None
@@ -197,8 +199,9 @@ class ExaBgp:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.socket_path = run_dir / "exabgp.sock"
         self.config_path = run_dir / "exabgp.conf"
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        for path in (self.socket_path, self.config_path):  # the config has the passwords
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o077)
         try:
@@ -244,25 +247,51 @@ class ExaBgp:
         """Announce exactly ``routes`` from now on: withdraw what is no longer wanted, announce
         what is new. Returns how many commands went to ExaBGP (0: nothing changed, or no
         ExaBGP to take them yet: the next one gets the whole set when its relay connects).
-        Raises OSError when a running ExaBGP did not take them within SEND_TIMEOUT."""
+        Raises OSError when a running ExaBGP did not take them within SEND_TIMEOUT: its
+        connection is then closed, which ends that ExaBGP (the relay sees to it), and the one
+        started next gets the whole set; a half-written line never reaches a live child."""
         with self._lock:
             old, self._routes = self._routes, tuple(routes)
-            new = set(self._routes)
+            new, before = set(self._routes), set(old)
             lines = [r.withdraw() for r in old if r not in new]
-            lines += [r.announce() for r in self._routes if r not in set(old)]
+            lines += [r.announce() for r in self._routes if r not in before]
             if not lines or self._conn is None:
                 return 0
-            self._send(lines)
+            try:
+                self._send(lines)
+            except OSError:
+                self._drop_connection()
+                raise
             return len(lines)
 
     def _send(self, lines: list[str]) -> None:
+        """Write without blocking past SEND_TIMEOUT. The socket itself stays blocking, with
+        no timeout: its reader waits on it for ExaBGP's news at the same time."""
         assert self._conn is not None
-        data = "".join(line + "\n" for line in lines).encode()
-        self._conn.settimeout(SEND_TIMEOUT)
-        self._conn.sendall(data)
+        view = memoryview("".join(line + "\n" for line in lines).encode())
+        deadline = time.monotonic() + SEND_TIMEOUT
+        while view:
+            try:
+                view = view[self._conn.send(view, socket.MSG_DONTWAIT) :]
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"ExaBGP took no command for {SEND_TIMEOUT:g}s") from None
+                select.select([], [self._conn], [], left)
         self._unacked += len(lines)
         for line in lines:
             log.debug("exabgp <- %s", line)
+
+    def _drop_connection(self) -> None:
+        """Under the lock: close the API connection (the relay then ends ExaBGP)."""
+        conn, self._conn = self._conn, None
+        self._unacked = 0
+        self._acked.notify_all()
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)  # the reader's makefile() keeps the fd open
+            with contextlib.suppress(OSError):
+                conn.close()
 
     # the child --------------------------------------------------------------------
 
@@ -293,7 +322,8 @@ class ExaBgp:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("exabgp")}
-        env.pop("NOTIFY_SOCKET", None)  # systemd's: ours alone
+        for ours in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "CREDENTIALS_DIRECTORY"):
+            env.pop(ours, None)  # systemd's, for kubevipd alone
         env.update(ENV)
         # ExaBGP started as root always switches to this user once its helpers run (and to
         # /etc/exabgp/exabgp.env's or nobody by default): kubevipd's own, so that nothing
@@ -309,6 +339,9 @@ class ExaBgp:
         )
         with self._lock:
             self._proc = proc
+            late = self._stopping.is_set()
+        if late:  # stop() ran meanwhile and could not see this one
+            proc.terminate()
         self.starts += 1
         assert proc.stdout is not None
         threading.Thread(
@@ -398,15 +431,16 @@ class ExaBgp:
             since = old.since if state != "up" and not old.up else time.monotonic()
             self.peers[peer] = PeerState(state, reason, since)
             snapshot = dict(self.peers)
-        if self._stopping.is_set():
-            return
-        plan = self._by_address.get(peer)
-        name = plan.name if plan else peer
-        if state == "up":
-            log.info("BGP session to %s established", name)
-        elif old.up:
-            log.warning("BGP session to %s down%s", name, f" ({reason})" if reason else "")
-        self._on_peers(snapshot)
+        with self._news_lock:
+            if self._stopping.is_set():
+                return
+            plan = self._by_address.get(peer)
+            name = plan.name if plan else peer
+            if state == "up":
+                log.info("BGP session to %s established", name)
+            elif old.up:
+                log.warning("BGP session to %s down%s", name, f" ({reason})" if reason else "")
+            self._on_peers(snapshot)
 
     def _set_all(self, state: str, reason: str) -> None:
         for peer in list(self.peers):
@@ -421,10 +455,11 @@ class ExaBgp:
         once, whereas a closed session leaves the routers to notice."""
         with self._lock:
             self._acked.wait_for(lambda: self._unacked == 0 or self._conn is None, ACK_WAIT)
-        self._stopping.set()
-        with self._lock:
-            proc, conn = self._proc, self._conn
-            self._conn = None
+            self._stopping.set()  # under the lock: a child spawned from now on ends itself
+            proc = self._proc
+            self._drop_connection()
+        with self._news_lock:
+            pass  # a report already under way is over: none comes after this returns
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept(): close() does not
         with contextlib.suppress(OSError):
@@ -438,10 +473,6 @@ class ExaBgp:
                 proc.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(1.0)
-        if conn is not None:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)  # the reader's makefile() keeps the fd open
-            with contextlib.suppress(OSError):
-                conn.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
+        for path in (self.socket_path, self.config_path):  # the config has the passwords
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

@@ -21,7 +21,14 @@ import sys
 import threading
 
 
-def _to_exabgp(sock: socket.socket) -> None:
+def _end_exabgp(exabgp: int) -> None:
+    """SIGTERM to ExaBGP, if it is still our parent: once it died, the parent is an init
+    process (PID 1, or a subreaper), which must never get it."""
+    if os.getppid() == exabgp:
+        os.kill(exabgp, signal.SIGTERM)
+
+
+def _to_exabgp(sock: socket.socket, exabgp: int) -> None:
     """kubevipd's commands, line by line, to ExaBGP's stdin; at EOF, end ExaBGP."""
     out = sys.stdout.buffer
     reader = sock.makefile("rb")
@@ -31,7 +38,7 @@ def _to_exabgp(sock: socket.socket) -> None:
             out.flush()
     except (OSError, ValueError):
         pass
-    os.kill(os.getppid(), signal.SIGTERM)
+    _end_exabgp(exabgp)
     os._exit(0)
 
 
@@ -39,14 +46,15 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: exabgp_relay.py SOCKET\n")
         return 2
+    exabgp = os.getppid()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(argv[1])
     except OSError as e:
         sys.stderr.write(f"kubevipd relay: cannot connect to {argv[1]}: {e}\n")
-        os.kill(os.getppid(), signal.SIGTERM)
+        _end_exabgp(exabgp)
         return 1
-    threading.Thread(target=_to_exabgp, args=(sock,), daemon=True).start()
+    threading.Thread(target=_to_exabgp, args=(sock, exabgp), daemon=True).start()
     # ExaBGP's news (JSON lines, acks) to kubevipd, as fast as it writes them.
     try:
         while True:

@@ -139,6 +139,24 @@ class Daemons(ControlPlane):
         except subprocess.TimeoutExpired:
             return None
 
+    @staticmethod
+    def process_tree(node: Node) -> list[int]:
+        """The node's daemon and every process under it (BGP mode: its ExaBGP and the relay),
+        for a test that freezes or kills the whole node."""
+        if node.proc is None:
+            return []
+        out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True)
+        children: dict[int, list[int]] = {}
+        for line in out.stdout.splitlines():
+            pid, ppid = (int(x) for x in line.split())
+            children.setdefault(ppid, []).append(pid)
+        found, todo = [], [node.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo += children.get(pid, [])
+        return found
+
     def log_text(self, node: Node) -> str:
         return node.log.read_text(errors="replace") if node.log and node.log.exists() else ""
 

@@ -79,22 +79,27 @@ def kubectl() -> str:
     return path
 
 
-def kubectl_via_vip(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+def kubectl_via_vip(
+    lab: Lab, *args: str, server: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Debian's kubectl in the client's namespace, through ``https://VIP:6443`` as users reach
-    the API (the kubeconfig names the VIP too; ``--server`` says it again). Output: JSON."""
+    the API (the kubeconfig names the VIP too; ``--server`` says it again, or names ``server``:
+    the IPv6 VIP's URL). Output: JSON."""
     kc = lab.workdir / "client.kubeconfig"
     if not kc.exists():
         lab.kubeconfig("client", "lab-admin-token", "kubernetes-admin")
     return subprocess.run(
         ["ip", "netns", "exec", lab.client_ns, kubectl(), "--kubeconfig", str(kc),
-         "--server", lab.vip_url, "--request-timeout", "5s", *args, "-o", "json"],
+         "--server", server or lab.vip_url, "--request-timeout", "5s", *args, "-o", "json"],
         capture_output=True,
         text=True,
         timeout=30,
     )  # fmt: skip
 
 
-def assert_api_via_vip(lab: Lab, node: Node, identity: str | None = None) -> None:
+def assert_api_via_vip(
+    lab: Lab, node: Node, identity: str | None = None, server: str | None = None
+) -> None:
     """The API answers through the VIP as users reach it: kubectl gets the Lease, held by
     ``identity`` (default: the node's name), and ``node``'s own apiserver served the request."""
     import json
@@ -107,7 +112,7 @@ def assert_api_via_vip(lab: Lab, node: Node, identity: str | None = None) -> Non
         )
 
     before = kubectl_reads()
-    out = kubectl_via_vip(lab, "get", "lease", "-n", "kube-system", "plndr-cp-lock")
+    out = kubectl_via_vip(lab, "get", "lease", "-n", "kube-system", "plndr-cp-lock", server=server)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["spec"]["holderIdentity"] == (identity or node.name)
     assert kubectl_reads() > before, f"{node.name}'s apiserver did not serve kubectl"

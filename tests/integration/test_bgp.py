@@ -26,8 +26,8 @@ from kubevipd.lab.probes import HolderSampler, Pinger
 from kubevipd.lab.routers import Peering, Router
 from kubevipd.lab.topology import Lab, Node
 
-from .conftest import assert_api_via_vip, require_root
-from .test_lab_routers import md5_failures, readyz_via_vip
+from .conftest import assert_api_via_vip, kubectl_via_vip, require_root
+from .test_lab_routers import md5_failures
 
 pytestmark = pytest.mark.root
 # The shipped timings: the lab's 3s lease leaves no whole second of kernel lifetime for the VIP
@@ -44,22 +44,6 @@ def bgp_config(lab: Lab, node: Node, password_file: Path | None = None, **bgp: A
         peers.append(peer)
     spec = {"router_interface": "eth0", "local_as": 65001, "peers": peers, **bgp}
     return {"interface": "lo", "announce": {"mode": "bgp", "bgp": spec}}
-
-
-def pids_of(node: Node) -> list[int]:
-    """The daemon and every process under it (ExaBGP and its relay)."""
-    assert node.proc is not None
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True)
-    children: dict[int, list[int]] = {}
-    for line in out.stdout.splitlines():
-        pid, ppid = (int(x) for x in line.split())
-        children.setdefault(ppid, []).append(pid)
-    found, todo = [], [node.proc.pid]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
 
 
 @dataclass
@@ -164,6 +148,25 @@ def test_sigterm_withdraws_at_once_and_the_route_moves_to_the_new_leader(run: Bg
     run.assert_client_reaches(new)
 
 
+def test_a_leader_whose_apiserver_dies_withdraws_its_route_over_a_session_that_stays_up(
+    run: BgpRun,
+) -> None:
+    """The node lives on, so its sessions do: only a per-prefix withdraw takes its route away
+    (kube-vip can only kill its whole BGP process). The route moves to the new leader and the
+    client follows it."""
+    old = run.leader
+    old.api.stop()
+    try:
+        new = run.wait_new_leader(old.name, 5)
+        run.wait_route(new, 5)
+        for router in run.lab.routers:
+            assert [r.next_hop for r in router.routes(run.lab.vip)] == [new.ip]
+            assert router.sessions()[old.ip] == "established", router.sessions()
+        run.assert_client_reaches(new)
+    finally:
+        old.api.restart()
+
+
 def test_a_frozen_leaders_route_loses_to_the_new_leaders_at_once_whatever_the_hold_time(
     run: BgpRun,
 ) -> None:
@@ -173,7 +176,7 @@ def test_a_frozen_leaders_route_loses_to_the_new_leaders_at_once_whatever_the_ho
     soon as it is announced: within the lease timing (5s) plus a second."""
     old = run.leader = start_bgp_lab(run.lab, election=SHIPPED)
     run.wait_route(old, 10)
-    pids = pids_of(old)
+    pids = Lab.process_tree(old)
     assert len(pids) >= 3, pids  # kubevipd, exabgp, the relay
     for pid in pids:
         subprocess.run(["kill", "-STOP", str(pid)], check=True)
@@ -244,7 +247,7 @@ def test_a_wrong_md5_password_keeps_the_session_down_with_one_clear_line(
     lab.r1.reconfigure(Peering(password="s3cret-pw"))
     lab.r1.wait_established(timeout=20)
     assert lab.wait_for(lambda: lab.r1.kernel_next_hops(lab.vip) == [leader.ip], 5)
-    assert readyz_via_vip(lab, lab.vip)[leader.name] == 1
+    assert_api_via_vip(lab, leader)
     for n in lab.nodes:
         text = lab.log_text(n)
         assert text.count(line) == 1, text
@@ -252,7 +255,7 @@ def test_a_wrong_md5_password_keeps_the_session_down_with_one_clear_line(
         assert n.run_dir is not None and "s3cret-pw" not in (n.run_dir / "status.json").read_text()
         conf = n.run_dir / "exabgp.conf"
         assert stat.S_IMODE(conf.stat().st_mode) == 0o600 and "s3cret-pw" not in conf.read_text()
-        for pid in pids_of(n):
+        for pid in Lab.process_tree(n):
             for f in ("cmdline", "environ"):
                 assert b"s3cret-pw" not in Path(f"/proc/{pid}/{f}").read_bytes()
 
@@ -275,7 +278,7 @@ def test_an_ipv6_peering_carries_the_vips_128(bgp_lab: Callable[..., Lab]) -> No
         10,
     ), [r.routes(prefix) for r in lab.routers]
     assert lab.wait_for(lambda: lab.r1.kernel_next_hops(prefix) == [leader.ip6], 5)
-    assert readyz_via_vip(lab, lab.vip6)[leader.name] == 1
+    assert_api_via_vip(lab, leader, server=f"https://[{lab.vip6}]:6443")
 
 
 def holders6(lab: Lab) -> list[str]:
@@ -315,5 +318,8 @@ def test_all_nodes_mode_announces_from_every_healthy_node_and_drops_an_unhealthy
     took = time.monotonic() - t0
     assert took < 2.0, took  # 2 failed checks 200 ms apart, then the withdrawal
     assert sorted(x.next_hop for x in lab.r2.routes(lab.vip)) == rest
+    # No Lease in this mode: NotFound is the answer of a working apiserver behind the VIP.
+    assert "NotFound" in kubectl_via_vip(lab, "get", "lease", "-n", "kube-system", "x").stderr
     sick.api.faults.unready = False
     assert lab.wait_for(lambda: sorted(lab.r1.kernel_next_hops(lab.vip)) == ips, 5)
+    assert "NotFound" in kubectl_via_vip(lab, "get", "lease", "-n", "kube-system", "x").stderr

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,15 @@ from test_machine import ANNOUNCE, Sim, leader
 
 from kubevipd.announce.bgp import BgpAnnouncer, describe_peers, med_for_term, routes_for
 from kubevipd.announce.bgp_plan import PeerPlan, Plan
-from kubevipd.announce.exabgp import ExaBgp, PeerState, Route, exabgp_command, render_config
+from kubevipd.announce.exabgp import (
+    SEND_TIMEOUT,
+    ExaBgp,
+    PeerState,
+    Route,
+    exabgp_command,
+    render_config,
+)
+from kubevipd.election.base import takeover_request
 from kubevipd.events import Announce, Observed, PathChanged, RemoveVip, Role, Write
 from kubevipd.vip.model import Vip
 
@@ -156,6 +165,31 @@ def test_the_child_gets_a_private_config_reports_sessions_and_takes_the_routes(
     assert not (run / "exabgp.sock").exists()
 
 
+def test_commands_long_after_the_first_still_reach_exabgp_and_so_does_its_news(
+    tmp_path: Path, fake_exabgp: Path
+) -> None:
+    """Review of issue 14: the send timeout was set on the socket the reader blocks on, so
+    the reader timed out 0.5 s after the first command and the connection was dropped: no
+    withdrawal reached ExaBGP after that, and no news came back."""
+    run = tmp_path / "run"
+    seen: list[dict[str, PeerState]] = []
+    ex = ExaBgp(plan(), run, seen.append, command=str(fake_exabgp))
+    ex.start()
+    try:
+        assert wait_until(lambda: ex._conn is not None and seen and seen[-1]["10.0.0.2"].up)
+        route = Route("10.0.0.2", "10.9.9.75/32", "10.0.0.11", 9)
+        assert ex.set_routes([route]) == 1
+        commands = run / "commands"
+        assert wait_until(lambda: commands.exists() and route.announce() in commands.read_text())
+        time.sleep(SEND_TIMEOUT * 2)  # the scenario itself: time passes between commands
+        assert ex._conn is not None
+        assert ex.set_routes([]) == 1
+        assert wait_until(lambda: route.withdraw() in commands.read_text())
+        assert wait_until(lambda: ex._unacked == 0)  # its acks still arrive: the reader lives
+    finally:
+        ex.stop()
+
+
 def test_a_child_that_dies_is_started_again_with_back_off_and_gets_the_routes_again(
     tmp_path: Path, fake_exabgp: Path
 ) -> None:
@@ -262,19 +296,45 @@ def test_a_leader_announces_with_its_terms_leasetransitions() -> None:
     assert terms and set(terms) == {s.m.observed.transitions}
 
 
-def test_a_leader_without_a_session_for_the_grace_hands_over_and_says_why_once() -> None:
+def test_a_leader_without_a_session_for_the_grace_renews_degraded_and_hands_over_on_request() -> (
+    None
+):
+    """No session on any peer for the grace: the leader keeps the VIP but marks the Lease
+    degraded, and hands over as soon as a node that can announce asks (it never just
+    releases: with every node's sessions down at once, nobody would hold the VIP)."""
     s, _ = leader()
     s.ev(path(False))
-    assert s.m.role is Role.LEADER  # sessions come up a moment after the start: a grace
-    lead_for(s, s.m.t.path_grace - 0.1)
-    assert s.m.role is Role.LEADER and not any("cannot be announced" in x for x in s.said)
-    out = s.tick(0.2)
-    assert RemoveVip() in out and s.write_of(out).op == "release"
-    assert s.m.role is not Role.LEADER
+    out = lead_for(s, s.m.t.path_grace - 0.1)
+    renewals = [a for a in out if isinstance(a, Write) and a.op == "renew"]
+    assert renewals and not any(w.record.degraded for w in renewals)
+    assert not any("cannot be announced" in x for x in s.said)
+    out = lead_for(s, 1.5)
+    assert s.m.role is Role.LEADER and RemoveVip() not in out
+    renewals = [a for a in out if isinstance(a, Write) and a.op == "renew"]
+    assert renewals and renewals[-1].record.degraded
     warned = [x for x in s.said if "the VIP cannot be announced for" in x]
     assert len(warned) == 1 and "10.0.0.2 (AS 65000) connecting" in warned[0]
+    assert s.m.observed is not None and s.m.observed.degraded
+    asked = replace(
+        takeover_request(s.m.observed, "n2"), version=str(int(s.m.observed.version) + 1)
+    )
+    out = s.ev(Observed(asked))
+    assert RemoveVip() in out and s.write_of(out).op == "release"
+    assert any("healthy node n2 asked to take over" in x for x in s.said)
     lead_for(s, 5.0)
     assert len([x for x in s.said if "the VIP cannot be announced for" in x]) == 1
+
+
+def test_a_degraded_leader_whose_sessions_come_back_renews_fit_again() -> None:
+    s, _ = leader()
+    s.ev(path(False))
+    lead_for(s, s.m.t.path_grace + 1.5)
+    assert s.m.observed is not None and s.m.observed.degraded
+    s.ev(path(True))
+    out = lead_for(s, 1.5)
+    renewals = [a for a in out if isinstance(a, Write) and a.op == "renew"]
+    assert renewals and not renewals[-1].record.degraded and s.m.role is Role.LEADER
+    assert any("the VIP can be announced again" in x for x in s.said)
 
 
 def test_a_session_back_within_the_grace_changes_nothing() -> None:

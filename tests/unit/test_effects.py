@@ -14,11 +14,12 @@ import queue
 import threading
 import time
 from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubevipd.announce.base import AnnounceError, AnnounceTiming
+from kubevipd.announce.base import AnnounceError, AnnouncerEnv, AnnounceTiming
 from kubevipd.attached import Attached
 from kubevipd.config import load_text
 from kubevipd.effects import Effects, FromLink
@@ -116,7 +117,7 @@ def attach(effects: Effects, q: queue.SimpleQueue[object], announcer: Recorder) 
         return announcer
 
     parts = Parts(link=FakeLink, announcer=build, monitor=FakeMonitor)  # type: ignore[arg-type]
-    att = Attached(parts, cfg, "eth0", VIPS, effects, q.put)
+    att = Attached(parts, cfg, "eth0", VIPS, effects, q.put, None, AnnouncerEnv(Path(".")))
     att.link.up = list(VIPS)  # type: ignore[attr-defined]
     return att
 

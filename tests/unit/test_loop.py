@@ -95,6 +95,8 @@ class FakeAnnouncer:
     ) -> None:
         self.sent = 0
         self.withdrawn = 0
+        self.link = link
+        self.up_at_withdraw: list[int] = []  # VIP addresses on the link at each withdraw
         self.vips = vips
         self.threads: list[str] = []
         self.terms: list[int | None] = []
@@ -110,6 +112,7 @@ class FakeAnnouncer:
 
     def withdraw(self) -> None:
         self.withdrawn += 1
+        self.up_at_withdraw.append(len(self.link.up))  # type: ignore[attr-defined]
 
     def set_vips(self, vips: list[Vip]) -> None:
         self.vips = vips
@@ -719,15 +722,33 @@ def test_a_vip_known_only_later_is_held_as_nothing_then_put_on_when_the_source_s
     assert link.up == list(got) and announcer.sent == 1 and list(announcer.vips) == list(got)
 
 
-def test_a_vip_still_held_at_exit_is_withdrawn_once_removed(loop: Daemon) -> None:
+def test_a_vip_still_held_at_exit_is_withdrawn_then_removed(loop: Daemon) -> None:
     """Review of issue 13: the exit path removed the VIP but never told the announcer (a BGP
-    route would outlive the daemon)."""
+    route would outlive the daemon). Issue 14: the route goes first, while the address still
+    answers the traffic it brings."""
     assert loop.attached is not None
     announcer: FakeAnnouncer = loop.attached.announcer  # type: ignore[assignment]
-    loop.attached.link.up = list(loop.vips)  # type: ignore[attr-defined]
+    link: FakeLink = loop.attached.link  # type: ignore[assignment]
+    link.up = list(loop.vips)
     loop.policy.role, loop.policy.holds_vip = Role.LEADER, True
     assert loop._shutdown() is True
     assert announcer.withdrawn == 1 and announcer.closed
+    assert announcer.up_at_withdraw == [len(loop.vips)] and link.up == []
+
+
+def test_a_removal_withdraws_first_and_a_release_after_it_goes_out_with_the_vip_off(
+    loop: Daemon,
+) -> None:
+    """The step-down batch (RemoveVip, then the release Write): withdraw, remove, release."""
+    assert loop.attached is not None
+    announcer: FakeAnnouncer = loop.attached.announcer  # type: ignore[assignment]
+    link: FakeLink = loop.attached.link  # type: ignore[assignment]
+    link.up = list(loop.vips)
+    seen: list[tuple[str, int]] = []  # each write submitted, with the VIP addresses up then
+    loop.effects.writer.submit = lambda fn, election, a, sent: seen.append((a.op, len(link.up)))  # type: ignore[method-assign, assignment]
+    loop.effects.carry_out([RemoveVip(), Write("release", LeaderRecord(holder=""), 1.0)])
+    assert announcer.up_at_withdraw == [len(loop.vips)] and link.up == []
+    assert seen == [("release", 0)]
 
 
 def test_an_announcer_that_raises_what_it_should_not_is_a_failed_announcement(

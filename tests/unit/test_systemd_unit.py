@@ -42,6 +42,8 @@ def test_the_unit_is_a_notify_service_with_a_watchdog_and_a_crash_cleanup() -> N
     assert s["ExecStopPost"] == "/usr/bin/kubevipd cleanup --config /etc/kubevip.yaml"
     assert s["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert s["RuntimeDirectory"] == "kubevipd"
+    # A stop signals kubevipd alone: it withdraws the BGP route before it ends its ExaBGP.
+    assert s["KillMode"] == "mixed"
     assert s["CapabilityBoundingSet"] == "CAP_NET_ADMIN CAP_NET_RAW"
     text = UNIT.read_text()
     for line in (

@@ -590,7 +590,7 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "api_outage_ms": stats([r["api_outage_ms"] for r in rounds]),
         "dual_holder_ms_total": round(sum(r["dual_holder_ms"] for r in rounds), 1),
         "neighbour_ms_median": statistics.median(
-            [r["neighbour_ms"] for r in rounds if r["neighbour_ms"] is not None] or [0]
+            [r["neighbour_ms"] for r in rounds if r.get("neighbour_ms") is not None] or [0]
         ),
     }
     for key in ("takeover_ms", "dropped_ms", "detected_ms"):

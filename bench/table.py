@@ -122,6 +122,42 @@ def table(doc: dict[str, Any]) -> str:
     return "\n".join([*lines, *detail, "", *extra])
 
 
+BGP_NAMES = {
+    "graceful_stop": "graceful hand-over (SIGTERM)",
+    "crash_hold_30s": "leader's node dies, hold time 30 s",
+    "crash_hold_9s": "leader's node dies, hold time 9 s",
+    "apiserver_dies": "leader's apiserver dies",
+    "all_nodes_apiserver_dies": "all-nodes mode: one apiserver dies",
+}
+
+
+def bgp_table(bgp: dict[str, Any]) -> str:
+    """The BGP rows (bench/bgp_failover.py): the client behind BIRD, and r1's kernel."""
+    lines = [
+        "| event | ping | API | route gone at r1 | new leader's route used at r1 | "
+        "kube-vip (documented) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, label in BGP_NAMES.items():
+        sc = bgp["scenarios"].get(key)
+        if sc is None:
+            continue
+        o, a = sc["outage_ms"], sc["api_outage_ms"]
+        gone = sc.get("withdrawn_ms_median")
+        used = sc.get("installed_ms_median")
+        lines.append(
+            f"| {label} | {o['median']:.0f} / {o['p95']:.0f} | {a['median']:.0f} / "
+            f"{a['p95']:.0f} | {gone if gone is not None else '-'} | "
+            f"{used if used is not None else '-'} | "
+            f"{bgp['kube_vip_documented'].get(key, '-')} |"
+        )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     with open(sys.argv[1]) as f:
-        print(table(json.load(f)))
+        doc = json.load(f)
+    if "systems" in doc:
+        print(table(doc))
+    if "scenarios" in doc or "bgp" in doc:
+        print(bgp_table(doc.get("bgp", doc)))

@@ -57,12 +57,10 @@ def resolve_identity(cfg: Config) -> str:
 
 
 def resolve_interface(cfg: Config) -> str:
-    """``interface``; unset, the loopback in BGP mode (a routed VIP needs no segment: routers
-    send it to the next hop, and ``lo`` accepts it), else the default route's, as kube-vip."""
+    """``interface`` (in BGP mode the loader makes it ``lo`` when unset: a routed VIP needs no
+    segment), else the default route's, as kube-vip picks one."""
     if cfg.interface:
         return cfg.interface
-    if cfg.announce.mode == "bgp":
-        return "lo"
     found = default_route_interface()
     if found is None:
         raise RunError("interface is not set and there is no default route to pick one from")

@@ -61,7 +61,9 @@ class Checker(BgpChecks):
         return Config(
             vip=vip,
             node_name=self.doc.get("node_name"),
-            interface=self.doc.get("interface"),
+            # BGP's VIP is routed: unset, it goes on the loopback (and a rendered kube-vip
+            # manifest says so, since kube-vip would pick the default route's interface).
+            interface=self.doc.get("interface") or ("lo" if announce.mode == "bgp" else None),
             election=election,
             announce=announce,
             health=health,

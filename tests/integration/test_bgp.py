@@ -142,7 +142,9 @@ def test_sigterm_withdraws_at_once_and_the_route_moves_to_the_new_leader(run: Bg
     new = run.wait_new_leader(old.name, 10)
     run.wait_route(new, 5)
     took = time.monotonic() - t0
-    assert took < 2.0, took  # withdraw, release, acquire, announce: no hold timer in it
+    # Withdraw, release, acquire, announce: nothing waits for the lab's 3s lease to expire,
+    # nor for any hold timer (bench/bgp.json: the new route is used after a median 85 ms).
+    assert took < 3.0 - 1.0, took
     for router in run.lab.routers:
         assert [r.next_hop for r in router.routes(run.lab.vip)] == [new.ip]
     run.assert_client_reaches(new)
@@ -316,7 +318,8 @@ def test_all_nodes_mode_announces_from_every_healthy_node_and_drops_an_unhealthy
     rest = sorted(n.ip for n in lab.nodes if n is not sick)
     assert lab.wait_for(lambda: sorted(lab.r1.kernel_next_hops(lab.vip)) == rest, 5)
     took = time.monotonic() - t0
-    assert took < 2.0, took  # 2 failed checks 200 ms apart, then the withdrawal
+    # 2 failed checks 200 ms apart, then the withdrawal (bench/bgp.json: a median 335 ms).
+    assert took < 2.0, took
     assert sorted(x.next_hop for x in lab.r2.routes(lab.vip)) == rest
     # No Lease in this mode: NotFound is the answer of a working apiserver behind the VIP.
     assert "NotFound" in kubectl_via_vip(lab, "get", "lease", "-n", "kube-system", "x").stderr

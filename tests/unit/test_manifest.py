@@ -671,3 +671,21 @@ def test_a_kube_vip_hold_time_alone_keeps_kube_vips_keepalive_where_bgp_allows_i
     assert "keepalive" not in got.config["announce"]["bgp"]  # 3s: 10s would break the rule
     assert any("kubevipd sends them every 3s" in n for n in got.notes)
     assert load_text(to_yaml(got.config)).config.announce.bgp.keepalive == 3000  # type: ignore[union-attr]
+
+
+def test_bgp_without_an_interface_puts_the_vip_on_lo_and_the_manifest_says_so() -> None:
+    """kube-vip without vip_interface would take the default route's interface; kubevipd puts
+    a routed VIP on the loopback, so the rendered manifest names lo, and imports back."""
+    text = (
+        "vip: {address: 10.250.0.75}\nannounce:\n  mode: bgp\n  bgp:\n"
+        "    router_id: 192.0.2.11\n    local_as: 65001\n"
+        "    peers: [{address: 192.0.2.1, as: 65000}]\n"
+    )
+    c = cfg(text)
+    assert c.interface == "lo"
+    (doc,) = render(c, RenderOptions()).documents
+    env = {e["name"]: e.get("value") for e in doc["spec"]["containers"][0]["env"]}
+    assert env["vip_interface"] == "lo"
+    assert import_manifest(dump([doc])).config["interface"] == "lo"
+    assert cfg("interface: eth1\n" + text).interface == "eth1"
+    assert cfg("vip: {address: 192.0.2.75}\n").interface is None  # ARP: the default route's

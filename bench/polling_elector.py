@@ -159,7 +159,12 @@ class LeaseLock:
         return True
 
     def release(self) -> None:
-        """client-go's release: empty holder, leaseDurationSeconds 1, transitions kept."""
+        """client-go's release: it reads the Lease first (a SIGTERM can land while a renewal is
+        on the wire, leaving an older resourceVersion here), then writes an empty holder,
+        leaseDurationSeconds 1, transitions kept."""
+        ok, record = self.get(self.name, self.namespace)
+        if not ok or getattr(record, "holder_identity", None) != self.identity:
+            return
         now = str(dt.datetime.now())
         self.update(self.name, self.namespace, LeaderElectionRecord("", "1", now, now))
 

@@ -375,6 +375,9 @@ def test_the_peers_states_reach_the_status_and_metrics(tmp_path: Path) -> None:
     r.path("BGP peers: 10.0.0.2 up", {"10.0.0.2": "up"})
     assert m.registry.get_sample_value("kubevipd_bgp_peer_up", {"peer": "10.0.0.3"}) is None
     assert r.path_text == "BGP peers: 10.0.0.2 up"
+    lead, _ = leader()
+    line = r.status_line(lead.m, "VIP 10.9.9.75 on lo", None)  # systemd's STATUS=
+    assert line == "leader of plndr-cp-lock, VIP 10.9.9.75 on lo; BGP peers: 10.0.0.2 up"
 
 
 def test_nothing_here_needs_threads_left_behind() -> None:

@@ -70,8 +70,8 @@ class MachineState:
     healthy: bool | None = None
     link_up: bool = True
     link_down_since: float | None = None
-    # The announcer's path (BGP: a session established to at least one peer).
-    path_ok: bool = True
+    # The announcer's path (BGP: a session established to at least one peer): None while it
+    # is up, else since when it is down.
     path_down_since: float | None = None
     path_detail: str = ""
     path_warned: bool = False

@@ -39,9 +39,8 @@ class VipRules(MachineState):
         """The announcer's path came or went. Not said at once: sessions take a moment to come
         up at start and after a router restarts; ``_warn_path`` speaks once the grace is over."""
         self.path_detail = ev.detail
-        if ev.ok == self.path_ok:
+        if ev.ok == (self.path_down_since is None):
             return
-        self.path_ok = ev.ok
         if ev.ok:
             self.path_down_since = None
             if self.path_warned:

@@ -57,7 +57,7 @@ class Reporter:
         self.peers = dict(peers)
         for peer, state in peers.items():
             self.metrics.bgp_peer_up.labels(peer).set(1 if state == "up" else 0)
-        self.force()
+        # The next publish() sees the text in its key, and says it in STATUS= too.
 
     def status_line(self, p: Policy, vip_text: str, waiting_for: str | None) -> str:
         holder = p.status().holder

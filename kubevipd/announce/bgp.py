@@ -28,6 +28,7 @@ from pathlib import Path
 from kubevipd.announce.base import ONCE, AnnounceError, PathReport
 from kubevipd.announce.bgp_plan import Plan
 from kubevipd.announce.exabgp import ExaBgp, PeerState, Route, peer_detail
+from kubevipd.config.model import bgp_family
 from kubevipd.vip.model import Vip
 
 MED_TOP = 4_294_967_294  # 2**32 - 2: term 0's MED; leaseTransitions is an int32, never above
@@ -45,8 +46,7 @@ def routes_for(plan: Plan, vips: Sequence[Vip], term: int | None) -> list[Route]
     out: list[Route] = []
     for p in plan.peers:
         for v in vips:
-            family = "ipv4-unicast" if v.address.version == 4 else "ipv6-unicast"
-            if family not in p.families:
+            if bgp_family(v.address.version) not in p.families:
                 continue
             hop = p.next_hops[v.address.version]
             bits = 32 if v.address.version == 4 else 128
@@ -77,7 +77,6 @@ class BgpAnnouncer:
         self.plan = plan
         self._vips = tuple(vips)
         self._on_path = on_path
-        self._term: int | None = None
         self._speaker = speaker(plan, run_dir, self._peers_changed)
         self._peers_changed(dict(self._speaker.peers))
         self._speaker.start()
@@ -90,7 +89,6 @@ class BgpAnnouncer:
 
     def announce(self, term: int | None = None) -> int:
         """Give ExaBGP the VIP's routes (with the term's MED); returns the commands sent."""
-        self._term = term
         try:
             return self._speaker.set_routes(routes_for(self.plan, self._vips, term))
         except OSError as e:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
 
-from kubevipd.config.model import BgpFamily, BgpSpec, IPAddress
+from kubevipd.config.model import BgpFamily, BgpSpec, IPAddress, bgp_family
 from kubevipd.config.secrets import SecretError, read_secret
 from kubevipd.vip.model import Vip
 
@@ -52,6 +52,10 @@ class Plan:
     peers: tuple[PeerPlan, ...]
 
 
+def _af(version: int) -> int:
+    return socket.AF_INET if version == 4 else socket.AF_INET6
+
+
 def _addresses(ipr: IPRoute, index: int, family: int) -> list[IPAddress]:
     """The interface's global addresses of ``family`` (link-local ones cannot be next hops)."""
     out: list[IPAddress] = []
@@ -73,7 +77,7 @@ def _index(ipr: IPRoute, ifname: str, what: str) -> int:
 
 def _route_to(ipr: IPRoute, peer: IPAddress) -> tuple[int, IPAddress | None]:
     """The interface and source address the kernel would use to reach ``peer``."""
-    family = socket.AF_INET if peer.version == 4 else socket.AF_INET6
+    family = _af(peer.version)
     try:
         routes = ipr.route("get", dst=str(peer), family=family)
     except Exception as e:  # pyroute2 raises NetlinkError (an OSError) or its own errors
@@ -116,8 +120,7 @@ def _resolve(spec: BgpSpec, vips: list[Vip], ipr: IPRoute) -> Plan:
                     f"{spec.source_address.version}, peer {p.address} is IPv{p.address.version}"
                 )
         elif source_index is not None:
-            family = socket.AF_INET if p.address.version == 4 else socket.AF_INET6
-            own = _addresses(ipr, source_index, family)
+            own = _addresses(ipr, source_index, _af(p.address.version))
             if not own:
                 raise PlanError(
                     f"announce.bgp.source_interface {spec.source_interface} has no IPv"
@@ -131,14 +134,12 @@ def _resolve(spec: BgpSpec, vips: list[Vip], ipr: IPRoute) -> Plan:
                     f"announce.bgp.peers: no source address for the route to {p.address}"
                 )
         hops: dict[int, IPAddress] = {}
-        families = p.families or tuple(
-            "ipv4-unicast" if v == 4 else "ipv6-unicast" for v in versions
-        )
+        families = p.families or tuple(bgp_family(v) for v in versions)
         for version in versions:
             if version == local.version:
                 hops[version] = local
                 continue
-            other = _addresses(ipr, oif, socket.AF_INET if version == 4 else socket.AF_INET6)
+            other = _addresses(ipr, oif, _af(version))
             if not other:
                 raise PlanError(
                     f"announce.bgp.peers: the VIP has an IPv{version} address, and the session "

@@ -211,7 +211,6 @@ class ExaBgp:
                 f.write(render_config(plan, self.socket_path))
         finally:
             os.umask(old)
-        os.chmod(self.config_path, 0o600)  # an existing file kept its old mode
         self._listener.listen(2)
         self._thread = threading.Thread(target=self._supervise, name="exabgp", daemon=True)
 
@@ -371,12 +370,9 @@ class ExaBgp:
             except OSError:
                 return
             with self._lock:
-                if self._conn is not None:
-                    with contextlib.suppress(OSError):
-                        self._conn.close()
+                self._drop_connection()  # a predecessor's, if its end is not noticed yet
                 self._conn = conn
                 replay = [r.announce() for r in self._routes]
-                self._unacked = 0
                 try:
                     if replay:
                         self._send(replay)
@@ -387,16 +383,12 @@ class ExaBgp:
             ).start()
 
     def _read(self, conn: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            conn.settimeout(None)
-            with conn.makefile("rb") as lines:
-                for raw in lines:
-                    self._news(raw.decode(errors="replace").strip())
+        with contextlib.suppress(OSError), conn.makefile("rb") as lines:
+            for raw in lines:
+                self._news(raw.decode(errors="replace").strip())
         with self._lock:
-            if self._conn is conn:
-                self._conn = None
-                self._unacked = 0
-                self._acked.notify_all()
+            if self._conn is conn:  # not replaced meanwhile: ExaBGP's end of it closed
+                self._drop_connection()
 
     def _news(self, line: str) -> None:
         if line in ("done", "error"):

@@ -169,6 +169,11 @@ THIRTY_SECONDS = Duration(30_000)
 TEN_SECONDS = Duration(10_000)
 
 
+def bgp_family(version: int) -> BgpFamily:
+    """The unicast family that carries addresses of IP ``version`` (4 or 6)."""
+    return "ipv4-unicast" if version == 4 else "ipv6-unicast"
+
+
 def vip_families(vip: VipSpec) -> tuple[BgpFamily, ...] | None:
     """The BGP families of the VIP's addresses, in order; None when only the DNS answer at run
     time tells (vip.dns.family first)."""
@@ -180,7 +185,7 @@ def vip_families(vip: VipSpec) -> tuple[BgpFamily, ...] | None:
         versions = {"ipv4": (4,), "ipv6": (6,), "dual": (4, 6)}[vip.dns.family]
     else:
         versions = (4,)  # DHCP leases IPv4 only
-    return tuple("ipv4-unicast" if v == 4 else "ipv6-unicast" for v in versions)
+    return tuple(bgp_family(v) for v in versions)
 
 
 @dataclass(frozen=True)

@@ -377,7 +377,11 @@ class ExaBgp:
                     if replay:
                         self._send(replay)
                 except OSError as e:
+                    # As in set_routes: no half-written line stays with a live child; this
+                    # one ends, and the next one gets the whole set.
                     log.error("cannot give the VIP's routes to the new ExaBGP: %s", e)
+                    self._drop_connection()
+                    continue
             threading.Thread(
                 target=self._read, args=(conn,), name="exabgp-news", daemon=True
             ).start()

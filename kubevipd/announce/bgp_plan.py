@@ -136,6 +136,8 @@ def _resolve(spec: BgpSpec, vips: list[Vip], ipr: IPRoute) -> Plan:
         hops: dict[int, IPAddress] = {}
         families = p.families or tuple(bgp_family(v) for v in versions)
         for version in versions:
+            if bgp_family(version) not in families:
+                continue  # not announced on this session: no next hop needed
             if version == local.version:
                 hops[version] = local
                 continue

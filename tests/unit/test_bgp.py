@@ -15,12 +15,13 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_machine import ANNOUNCE, Sim, leader
 
 from kubevipd.announce.bgp import BgpAnnouncer, describe_peers, med_for_term, routes_for
-from kubevipd.announce.bgp_plan import PeerPlan, Plan
+from kubevipd.announce.bgp_plan import PeerPlan, Plan, PlanError, resolve
 from kubevipd.announce.exabgp import (
     SEND_TIMEOUT,
     ExaBgp,
@@ -29,6 +30,7 @@ from kubevipd.announce.exabgp import (
     exabgp_command,
     render_config,
 )
+from kubevipd.config import load_text
 from kubevipd.election.base import takeover_request
 from kubevipd.events import Announce, Observed, PathChanged, RemoveVip, Role, Write
 from kubevipd.vip.model import Vip
@@ -101,6 +103,48 @@ def test_a_peer_without_a_tcp_connection_and_a_password_gets_the_hint() -> None:
     assert text.startswith("10.0.0.2 (AS 65000) connecting (no TCP connection; a TCP MD5")
     assert text.endswith("fd00::2 port 1790 (AS 65000) up")
     assert "secret" not in text
+
+
+class FakeNetlink:
+    """What bgp_plan reads of the kernel: the route to a peer and an interface's addresses."""
+
+    def __init__(self, addresses: dict[int, list[str]]) -> None:
+        self.addresses = addresses  # family -> the addresses of eth0 (index 2)
+
+    def route(self, cmd: str, dst: str, family: int) -> list[Any]:
+        return [Attrs({"RTA_OIF": 2, "RTA_PREFSRC": self.addresses[family][0]})]
+
+    def get_addr(self, index: int, family: int) -> list[Any]:
+        return [Attrs({"IFA_ADDRESS": a}) for a in self.addresses.get(family, [])]
+
+    def link_lookup(self, ifname: str) -> list[int]:
+        return [2]
+
+
+class Attrs(dict):  # type: ignore[type-arg]
+    def get_attr(self, name: str) -> Any:
+        return self[name]
+
+
+def bgp_spec(families: str = "") -> Any:
+    return load_text(
+        "vip: {address: [10.9.9.75, 'fd00:9::75']}\nannounce:\n  mode: bgp\n  bgp:\n"
+        "    router_id: 10.0.0.11\n    local_as: 65001\n"
+        f"    peers: [{{address: 10.0.0.2, as: 65000{families}}}]\n"
+    ).config.announce.bgp
+
+
+def test_a_peer_gets_next_hops_only_for_the_families_it_carries() -> None:
+    """Review: a dual-stack VIP and an IPv4 session listing only ipv4-unicast needed an IPv6
+    address for a next hop it never announces, and the error told to do what was done."""
+    v4_only = FakeNetlink({socket.AF_INET: ["10.0.0.11"]})
+    got = resolve(bgp_spec(", families: [ipv4-unicast]"), [V4, V6], v4_only)  # type: ignore[arg-type]
+    assert got.peers[0].next_hops == {4: ip("10.0.0.11")}
+    with pytest.raises(PlanError, match="needs a global IPv6 address for the next hop"):
+        resolve(bgp_spec(), [V4, V6], v4_only)  # type: ignore[arg-type]
+    both = FakeNetlink({socket.AF_INET: ["10.0.0.11"], socket.AF_INET6: ["fd00::11"]})
+    got = resolve(bgp_spec(), [V4, V6], both)  # type: ignore[arg-type]
+    assert got.peers[0].next_hops == {4: ip("10.0.0.11"), 6: ip("fd00::11")}
 
 
 # ------------------------------------------------------------------ the ExaBGP child

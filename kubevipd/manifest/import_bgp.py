@@ -32,18 +32,29 @@ class BgpImport:
     def _from_secret_ref(self, var: str, where: str) -> str:
         raise NotImplementedError
 
+    def _one_of(self, bgp: Doc, first: tuple[str, str], second: tuple[str, str], both: str) -> bool:
+        """Two kube-vip variables for one setting, ``first`` winning as in kube-vip: each an
+        (env var, kubevip.yaml key) pair; ``both`` is noted when the two are set. False when
+        neither is."""
+        if self.env.get(first[0]):
+            bgp[first[1]] = self.env[first[0]]
+            if self.env.get(second[0]):
+                self.note(both)
+            return True
+        if self.env.get(second[0]):
+            bgp[second[1]] = self.env[second[0]]
+            return True
+        return False
+
     def _bgp(self) -> Doc:
         bgp: Doc = {}
-        if self.env.get("bgp_routerid"):
-            bgp["router_id"] = self.env["bgp_routerid"]
-            if self.env.get("bgp_routerinterface"):
-                self.note(
-                    "bgp_routerinterface: not carried over: bgp_routerid is set too, and "
-                    "kube-vip lets bgp_routerid win"
-                )
-        elif self.env.get("bgp_routerinterface"):
-            bgp["router_interface"] = self.env["bgp_routerinterface"]
-        else:
+        if not self._one_of(
+            bgp,
+            ("bgp_routerid", "router_id"),
+            ("bgp_routerinterface", "router_interface"),
+            "bgp_routerinterface: not carried over: bgp_routerid is set too, and kube-vip lets "
+            "bgp_routerid win",
+        ):
             self.note(
                 "bgp_routerid: not set; put this node's IPv4 address in announce.bgp.router_id"
             )
@@ -56,15 +67,13 @@ class BgpImport:
                 "bgp_as: not set; kube-vip's default 65000 is written to "
                 "announce.bgp.local_as: check it"
             )
-        if self.env.get("bgp_sourceip"):
-            bgp["source_address"] = self.env["bgp_sourceip"]
-            if self.env.get("bgp_sourceif"):
-                self.note(
-                    "bgp_sourceif: not carried over: kube-vip refuses it beside bgp_sourceip "
-                    "(they are mutually exclusive); source_address is kept"
-                )
-        elif self.env.get("bgp_sourceif"):
-            bgp["source_interface"] = self.env["bgp_sourceif"]
+        self._one_of(
+            bgp,
+            ("bgp_sourceip", "source_address"),
+            ("bgp_sourceif", "source_interface"),
+            "bgp_sourceif: not carried over: kube-vip refuses it beside bgp_sourceip (they are "
+            "mutually exclusive); source_address is kept",
+        )
         for env, key in (("bgp_hold_time", "hold_time"), ("bgp_keepalive_interval", "keepalive")):
             value = self.env.get(env, "").strip()
             if not value:

@@ -31,7 +31,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from failover import (  # noqa: E402
     KUBEVIPD_TIMINGS,
     Probes,
+    flush_vip,
     keep_logs,
     ms,
     stable_holder,
@@ -71,12 +71,6 @@ KUBE_VIP_DOCUMENTED = {
 }
 
 
-def bgp_config(lab: Lab, **extra: Any) -> dict[str, Any]:
-    peers = [{"address": r.address, "as": 65000} for r in lab.routers]
-    spec = {"router_interface": "eth0", "local_as": 65001, "peers": peers}
-    return {"interface": "lo", "announce": {"mode": "bgp", "bgp": spec}, **extra}
-
-
 class BgpLab:
     """One BGP lab and its daemons, in leader mode or all-nodes mode."""
 
@@ -92,7 +86,7 @@ class BgpLab:
                 "election": {"backend": "none"},
                 "health": {"ca_file": str(self.lab.pki.ca_cert)},
             }
-        self.lab.start(node, **bgp_config(self.lab, **extra))
+        self.lab.start(node, **self.lab.bgp_config(), **extra)
 
     def hops(self) -> list[str]:
         return self.lab.r1.kernel_next_hops(self.lab.vip)
@@ -112,13 +106,9 @@ class BgpLab:
         self.lab.destroy()
 
 
-def wait_until(predicate: Any, timeout: float) -> float | None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return time.monotonic()
-        time.sleep(POLL)
-    return None
+def seen_at(lab: Lab, predicate: Any, timeout: float) -> float | None:
+    """When ``predicate`` first held (polled every POLL seconds), or None."""
+    return time.monotonic() if lab.wait_for(predicate, timeout, interval=POLL) else None
 
 
 def one_round(b: BgpLab, probes: Probes, scenario: str) -> dict[str, Any]:
@@ -137,10 +127,10 @@ def one_round(b: BgpLab, probes: Probes, scenario: str) -> dict[str, Any]:
             os.kill(pid, signal.SIGKILL)
     else:
         victim.api.stop()
-    withdrawn = wait_until(lambda: victim.ip not in b.hops(), 40)
+    withdrawn = seen_at(lab, lambda: victim.ip not in b.hops(), 40)
     installed = None
     if not b.all_nodes:
-        installed = wait_until(lambda: (h := b.hops()) != [] and victim.ip not in h, 40)
+        installed = seen_at(lab, lambda: (h := b.hops()) != [] and victim.ip not in h, 40)
     if not probes.flowing(since=installed or withdrawn or t0):
         raise RuntimeError(f"pings or the API do not answer through the VIP after {scenario}")
     old_kept = scenario.startswith("crash") and any(
@@ -162,9 +152,7 @@ def one_round(b: BgpLab, probes: Probes, scenario: str) -> dict[str, Any]:
     elif scenario.startswith("crash"):
         assert victim.proc is not None
         victim.proc.wait(10)
-        # A node that died comes back without the VIP: its addresses went with the power.
-        subprocess.run(["ip", "-n", victim.netns, "addr", "del", f"{lab.vip}/32", "dev", "lo"],
-                       capture_output=True)  # fmt: skip
+        flush_vip(lab, victim, "lo")
         lab.restore_link(victim)
         b.start(victim)
     else:

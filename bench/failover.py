@@ -444,10 +444,10 @@ def stable_holder(lab: Lab, seconds: float, timeout: float = 60) -> str:
     raise RuntimeError(f"no stable holder within {timeout}s: {lab.holders()}")
 
 
-def flush_vip(lab: Lab, node: Node) -> None:
+def flush_vip(lab: Lab, node: Node, dev: str = "eth0") -> None:
     """A node that died comes back without the VIP (its addresses went with the power)."""
     subprocess.run(
-        ["ip", "-n", node.netns, "addr", "del", f"{lab.vip}/32", "dev", "eth0"],
+        ["ip", "-n", node.netns, "addr", "del", f"{lab.vip}/32", "dev", dev],
         capture_output=True,
     )
 

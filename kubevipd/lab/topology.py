@@ -41,6 +41,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,7 @@ from kubevipd.lab.control_plane import API_PORT, make_apiserver_pki
 from kubevipd.lab.netns import NetnsIPRoute
 from kubevipd.lab.nodes import Daemons, Node
 from kubevipd.lab.pki import Pki
-from kubevipd.lab.routers import Bird, GoBgp, Neighbour, Peering, Router
+from kubevipd.lab.routers import NODE_AS, ROUTER_AS, Bird, GoBgp, Neighbour, Peering, Router
 
 __all__ = ["API_PORT", "Lab", "Node", "netns_exists"]
 
@@ -286,6 +287,19 @@ class Lab(Daemons):
     def routers(self) -> list[Router]:
         return [r for r in (self._r1, self._r2) if r is not None]
 
+    def bgp_config(self, password_file: Path | None = None, ipv6: bool = False) -> dict[str, Any]:
+        """A node's config overrides in the BGP shape: the VIP on lo, the router ID from eth0,
+        an eBGP session (NODE_AS) to every router (ROUTER_AS), to its IPv6 address with
+        ``ipv6``, with TCP MD5 from ``password_file`` if given."""
+        peers: list[dict[str, Any]] = []
+        for r in self.routers:
+            peer: dict[str, Any] = {"address": r.address6 if ipv6 else r.address, "as": ROUTER_AS}
+            if password_file is not None:
+                peer["password_file"] = str(password_file)
+            peers.append(peer)
+        spec = {"router_interface": "eth0", "local_as": NODE_AS, "peers": peers}
+        return {"interface": "lo", "announce": {"mode": "bgp", "bgp": spec}}
+
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
 
@@ -320,19 +334,22 @@ class Lab(Daemons):
 
     # observation ------------------------------------------------------------
 
-    def holders(self, iprs: dict[str, IPRoute] | None = None) -> list[str]:
-        """Nodes that answer for the VIP: one of their interfaces carries it (eth0; lo in the
-        BGP shape, where kube-vip puts it) and their cable is in.
+    def holders(self, iprs: dict[str, IPRoute] | None = None, vip: str | None = None) -> list[str]:
+        """Nodes that answer for the VIP (or the address ``vip``: the IPv6 one): one of their
+        interfaces carries it (eth0; lo in the BGP shape, where kube-vip puts it) and their
+        cable is in.
 
         A node whose cable is pulled cannot answer for anything; it stands for a dead node,
         whose addresses are gone with its power.
         """
+        address = vip or self.vip
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
         out = []
         for n in self.nodes:
             if n.link_cut:
                 continue
             ipr = iprs[n.netns] if iprs is not None else self.ipr(n.netns)
-            if any(a.get_attr("IFA_ADDRESS") == self.vip for a in ipr.get_addr(family=2)):
+            if any(a.get_attr("IFA_ADDRESS") == address for a in ipr.get_addr(family=family)):
                 out.append(n.name)
         return out
 

@@ -11,7 +11,6 @@ Lab timings: lease 3s, renew deadline 2s, retry 500ms; health every 200ms, 2 fai
 from __future__ import annotations
 
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -33,17 +32,6 @@ pytestmark = pytest.mark.root
 # The shipped timings: the lab's 3s lease leaves no whole second of kernel lifetime for the VIP
 # (kubevipd.machine_state.KERNEL_LATE), and only that fence removes a frozen leader's VIP.
 SHIPPED = {"lease_duration": "5s", "renew_deadline": "3s", "retry_period": "1s"}
-
-
-def bgp_config(lab: Lab, node: Node, password_file: Path | None = None, **bgp: Any) -> dict:
-    peers = []
-    for r in lab.routers:
-        peer: dict[str, Any] = {"address": r.address, "as": 65000}
-        if password_file is not None:
-            peer["password_file"] = str(password_file)
-        peers.append(peer)
-    spec = {"router_interface": "eth0", "local_as": 65001, "peers": peers, **bgp}
-    return {"interface": "lo", "announce": {"mode": "bgp", "bgp": spec}}
 
 
 @dataclass
@@ -99,7 +87,7 @@ def start_bgp_lab(lab: Lab, **config: Any) -> Node:
             lab.signal(n, signal.SIGTERM)
             assert lab.wait_exit(n, 10) == 0
     for n in lab.nodes:
-        lab.start(n, **{**bgp_config(lab, n), **config})
+        lab.start(n, **{**lab.bgp_config(), **config})
     assert lab.wait_for(lambda: len(lab.holders()) == 1, 20), "no leader after 20s"
     assert lab.wait_for(lambda: all(lab.ready(n) for n in lab.nodes), 20)
     for r in lab.routers:
@@ -231,7 +219,7 @@ def test_a_wrong_md5_password_keeps_the_session_down_with_one_clear_line(
     secret.write_text("s3cret-pw\n")
     secret.chmod(0o600)
     for n in lab.nodes:
-        lab.start(n, **bgp_config(lab, n, password_file=secret))
+        lab.start(n, **lab.bgp_config(password_file=secret))
     assert lab.wait_for(lambda: len(lab.holders()) == 1, 20)
     leader = lab.node(lab.holders()[0])
     lab.r2.wait_established(timeout=20)
@@ -266,12 +254,9 @@ def test_an_ipv6_peering_carries_the_vips_128(bgp_lab: Callable[..., Lab]) -> No
     v6 = Peering(ipv4=False, ipv6=True)
     lab = bgp_lab(r1=v6, r2=v6)
     for n in lab.nodes:
-        doc = bgp_config(lab, n)
-        doc["announce"]["bgp"]["peers"] = [{"address": r.address6, "as": 65000}
-                                          for r in lab.routers]  # fmt: skip
-        lab.start(n, vip={"address": lab.vip6}, **doc)
-    assert lab.wait_for(lambda: len(holders6(lab)) == 1, 20)
-    leader = lab.node(holders6(lab)[0])
+        lab.start(n, vip={"address": lab.vip6}, **lab.bgp_config(ipv6=True))
+    assert lab.wait_for(lambda: len(lab.holders(vip=lab.vip6)) == 1, 20)
+    leader = lab.node(lab.holders(vip=lab.vip6)[0])
     for r in lab.routers:
         r.wait_established(timeout=20)
     prefix = f"{lab.vip6}/128"
@@ -283,15 +268,6 @@ def test_an_ipv6_peering_carries_the_vips_128(bgp_lab: Callable[..., Lab]) -> No
     assert_api_via_vip(lab, leader, server=f"https://[{lab.vip6}]:6443")
 
 
-def holders6(lab: Lab) -> list[str]:
-    out = []
-    for n in lab.nodes:
-        addrs = lab.ipr(n.netns).get_addr(family=socket.AF_INET6)
-        if any(a.get_attr("IFA_ADDRESS") == lab.vip6 for a in addrs):
-            out.append(n.name)
-    return out
-
-
 def test_all_nodes_mode_announces_from_every_healthy_node_and_drops_an_unhealthy_one(
     bgp_lab: Callable[..., Lab],
 ) -> None:
@@ -301,7 +277,7 @@ def test_all_nodes_mode_announces_from_every_healthy_node_and_drops_an_unhealthy
     for n in lab.nodes:
         lab.start(
             n,
-            **bgp_config(lab, n),
+            **lab.bgp_config(),
             election={"backend": "none"},
             health={"ca_file": str(lab.pki.ca_cert)},
         )

@@ -152,10 +152,13 @@ def serve_names(lab: Lab, address: str) -> list[socket.socket]:
     node's name: what the client reaches tells which node r1 forwarded to."""
     fam = socket.AF_INET6 if ":" in address else socket.AF_INET
     plen = "128" if ":" in address else "32"
+    # nodad, as kubevipd adds an IPv6 VIP: even on lo a new IPv6 address stays tentative
+    # until the kernel's DAD work runs, and binding to it before then fails (EADDRNOTAVAIL).
+    nodad = ["nodad"] if ":" in address else []
     listeners = []
     for node in lab.nodes:
-        subprocess.run(["ip", "-n", node.netns, "addr", "add", f"{address}/{plen}", "dev", "lo"],
-                       check=True, capture_output=True)  # fmt: skip
+        subprocess.run(["ip", "-n", node.netns, "addr", "add", f"{address}/{plen}", "dev", "lo",
+                        *nodad], check=True, capture_output=True)  # fmt: skip
 
         def listen() -> socket.socket:
             s = socket.socket(fam, socket.SOCK_STREAM)

@@ -10,8 +10,11 @@ loop below make it behave like client-go as kube-vip configures it:
 - a released Lease (empty holder) is free at once, as in client-go (the module alone would wait
   a full lease duration);
 - every API call is bounded and not retried, as client-go's are;
-- SIGTERM releases the Lease and then drops the VIP (client-go's ``ReleaseOnCancel``, which
-  kube-vip sets, releases before ``OnStoppedLeading`` runs);
+- SIGTERM stops the election, releases the Lease and then drops the VIP (client-go's
+  ``ReleaseOnCancel``, which kube-vip sets, cancels the renewals and releases before
+  ``OnStoppedLeading`` runs). The election runs in a thread and the main thread takes SIGTERM
+  with ``sigwait``: a handler that made API calls deadlocked when the signal landed while the
+  main thread held urllib3's connection-pool lock (a bench stop that never ended);
 - after losing the Lease the node drops the VIP and campaigns again.
 
 Followers poll the Lease every retry period (the module has no watch). The VIP is added and
@@ -91,8 +94,16 @@ class LeaseLock:
         self.identity = identity
         self.api = api
         self._lease: dict[str, Any] | None = None  # as last read: its version guards updates
+        # The election thread's calls and release() go one at a time; once released, the
+        # election can neither renew nor take the Lease again.
+        self._calls = threading.Lock()
+        self._released = False
 
     def get(self, name: str, namespace: str) -> tuple[bool, Any]:
+        with self._calls:
+            return self._get(name, namespace)
+
+    def _get(self, name: str, namespace: str) -> tuple[bool, Any]:
         try:
             resp = self.api.read_namespaced_lease(
                 name, namespace, _request_timeout=CALL_TIMEOUT, _preload_content=False
@@ -150,6 +161,12 @@ class LeaseLock:
         )
 
     def _write(self, call: Any, record: LeaderElectionRecord) -> bool:
+        with self._calls:
+            if self._released:
+                return False
+            return self._send(call, record)
+
+    def _send(self, call: Any, record: LeaderElectionRecord) -> bool:
         try:
             resp = call(self._body(record))
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
@@ -161,12 +178,20 @@ class LeaseLock:
     def release(self) -> None:
         """client-go's release: it reads the Lease first (a SIGTERM can land while a renewal is
         on the wire, leaving an older resourceVersion here), then writes an empty holder,
-        leaseDurationSeconds 1, transitions kept."""
-        ok, record = self.get(self.name, self.namespace)
-        if not ok or getattr(record, "holder_identity", None) != self.identity:
-            return
-        now = str(dt.datetime.now())
-        self.update(self.name, self.namespace, LeaderElectionRecord("", "1", now, now))
+        leaseDurationSeconds 1, transitions kept. The election writes nothing after it."""
+        with self._calls:
+            self._released = True
+            ok, record = self._get(self.name, self.namespace)
+            if not ok or getattr(record, "holder_identity", None) != self.identity:
+                return
+            now = str(dt.datetime.now())
+            self._send(
+                lambda body: self.api.replace_namespaced_lease(
+                    self.name, self.namespace, body, _request_timeout=CALL_TIMEOUT,
+                    _preload_content=False,
+                ),
+                LeaderElectionRecord("", "1", now, now),
+            )  # fmt: skip
 
 
 class VipHolder:
@@ -176,9 +201,12 @@ class VipHolder:
         self.arp = ArpAnnouncer(ifname, self.link.mac(), self.link.vips)
         self.lock = threading.Lock()
         self.leading = False
+        self.closed = False  # after close(), a late start() adds nothing
 
     def start(self) -> None:
         with self.lock:
+            if self.closed:
+                return
             self.leading = True
             self.link.add()
             self.arp.announce()
@@ -186,9 +214,16 @@ class VipHolder:
 
     def stop(self) -> None:
         with self.lock:
+            if not self.leading:
+                return
             self.leading = False
             self.link.remove()
         log.info("dropped the VIP")
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+        self.stop()
 
 
 def main() -> int:
@@ -231,13 +266,6 @@ def main() -> int:
     lock = LeaseLock(args.lease, args.namespace, args.identity, api)
     vip = VipHolder(args.interface, args.vip)
 
-    def on_term(*_: object) -> None:
-        if vip.leading:
-            lock.release()
-            vip.stop()
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, on_term)
     election = electionconfig.Config(
         lock,
         lease_duration=args.lease_duration,
@@ -246,10 +274,21 @@ def main() -> int:
         onstarted_leading=vip.start,
         onstopped_leading=vip.stop,
     )
+
+    def campaign() -> None:
+        while True:  # bounded by the process's life: main() returns after SIGTERM
+            leaderelection.LeaderElection(election).run()
+            time.sleep(args.retry_period)
+
+    # Blocked before any thread exists, so every thread inherits the mask and SIGTERM reaches
+    # only the sigwait below: no handler runs in the middle of an API call.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=campaign, name="election", daemon=True).start()
     Path(args.ready_file).touch()
-    while True:  # bounded by the process's life: the bench stops it with a signal
-        leaderelection.LeaderElection(election).run()
-        time.sleep(args.retry_period)
+    signal.sigwait({signal.SIGTERM})
+    lock.release()
+    vip.close()
+    return 0
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import datetime as dt
 import ipaddress
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -276,9 +277,13 @@ def main() -> int:
     )
 
     def campaign() -> None:
-        while True:  # bounded by the process's life: main() returns after SIGTERM
-            leaderelection.LeaderElection(election).run()
-            time.sleep(args.retry_period)
+        try:
+            while True:  # bounded by the process's life: main() returns after SIGTERM
+                leaderelection.LeaderElection(election).run()
+                time.sleep(args.retry_period)
+        except BaseException:
+            log.exception("the election failed; stopping")
+            os.kill(os.getpid(), signal.SIGTERM)  # a live process must campaign, or exit
 
     # Blocked before any thread exists, so every thread inherits the mask and SIGTERM reaches
     # only the sigwait below: no handler runs in the middle of an API call.
@@ -286,8 +291,10 @@ def main() -> int:
     threading.Thread(target=campaign, name="election", daemon=True).start()
     Path(args.ready_file).touch()
     signal.sigwait({signal.SIGTERM})
-    lock.release()
-    vip.close()
+    try:
+        lock.release()
+    finally:
+        vip.close()
     return 0
 
 

@@ -52,6 +52,7 @@ log = logging.getLogger("kubevipd")
 
 EXABGP = "exabgp"  # found on PATH, else /usr/sbin/exabgp (Debian's)
 RELAY = Path(__file__).with_name("exabgp_relay.py")
+DROPCAPS = Path(__file__).with_name("dropcaps.py")  # ExaBGP runs without our capabilities
 RESTART_FIRST, RESTART_MAX = 0.5, 30.0
 STABLE_S = 60.0  # a child that ran this long starts the back-off afresh
 ACK_WAIT = 0.3  # at stop, for ExaBGP to take the last commands (a withdrawal)
@@ -79,6 +80,11 @@ ENV = {
 
 def exabgp_command() -> str | None:
     return shutil.which(EXABGP) or shutil.which(EXABGP, path="/usr/sbin:/usr/local/sbin")
+
+
+def exabgp_argv(command: str, *args: str) -> list[str]:
+    """ExaBGP's command line: through the shim that clears kubevipd's ambient capabilities."""
+    return [sys.executable, "-I", str(DROPCAPS), command, *args]
 
 
 @dataclass(frozen=True)
@@ -329,7 +335,7 @@ class ExaBgp:
         # changes hands (the config and the socket are kubevipd's, mode 0600).
         env["exabgp_daemon_user"] = pwd.getpwuid(os.getuid()).pw_name
         proc = subprocess.Popen(
-            [self._command, str(self.config_path)],
+            exabgp_argv(self._command, str(self.config_path)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

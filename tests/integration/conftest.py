@@ -121,3 +121,17 @@ def assert_api_via_vip(
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root for network namespaces (run ./dev.sh test as root)")
+
+
+UNIT_CAPS = (1 << 12) | (1 << 13)  # CAP_NET_ADMIN and CAP_NET_RAW: what kubevipd's unit grants
+
+
+def capability_sets(status: str) -> dict[str, int]:
+    """CapEff, CapPrm and CapAmb from a /proc/PID/status text, as bit masks."""
+    caps = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("CapEff", "CapPrm", "CapAmb"):
+            caps[key] = int(value.strip(), 16)
+    assert len(caps) == 3, status
+    return caps

@@ -21,7 +21,7 @@ import yaml
 from kubevipd.lab.probes import HolderSampler
 from kubevipd.lab.topology import Lab, Node
 
-from .conftest import assert_api_via_vip, require_root
+from .conftest import UNIT_CAPS, assert_api_via_vip, capability_sets, require_root
 from .systemd_pid1 import SystemdContainer, Unavailable
 
 pytestmark = pytest.mark.root
@@ -29,6 +29,33 @@ UNIT = "kubevipd"
 COPIER = "kubevipd-kubeconfig"
 # The shipped defaults (5s/3s/1s): the unit's watchdog is sized for them.
 ELECTION = {"lease_duration": "5s", "renew_deadline": "3s", "retry_period": "1s"}
+
+PACKAGE = "/usr/lib/python3/dist-packages/kubevipd"
+
+
+def caps_under_the_units_sandbox(c: SystemdContainer, argv: list[str]) -> dict[str, int]:
+    """The capability sets of ``argv`` (a command that prints /proc/self/status) run as a
+    oneshot copy of the installed unit: its [Service] settings, user and sandbox, as they are."""
+    unit = c.run("cat", c.prop(UNIT, "FragmentPath")).stdout
+    service = unit[unit.index("[Service]") : unit.index("[Install]")]
+    for key in ("Type", "ExecStart", "ExecReload", "ExecStopPost", "WatchdogSec", "Restart"):
+        service = "\n".join(ln for ln in service.splitlines() if not ln.startswith(f"{key}="))
+    name = "kubevipd-capcheck"
+    c.write(
+        f"/run/systemd/system/{name}.service",
+        f"[Unit]\nDescription=the unit's sandbox, for a test\n\n{service}\n"
+        f"Type=oneshot\nExecStart={' '.join(argv)}\n"
+        f"StandardOutput=truncate:/run/{name}.out\n",
+    )
+    c.systemctl("daemon-reload")
+    try:
+        started = c.systemctl("start", name, check=False)  # a oneshot: returns when done
+        assert started.returncode == 0, started.stderr + c.journal(name)
+        out = c.run("cat", f"/run/{name}.out").stdout
+    finally:
+        c.run("rm", "-f", f"/run/systemd/system/{name}.service", f"/run/{name}.out")
+        c.systemctl("daemon-reload")
+    return capability_sets(out)
 
 
 class States:
@@ -224,6 +251,14 @@ def test_the_package_under_systemd(setup: tuple[Lab, SystemdContainer, Node, str
         assert lab.wait_for(lambda: c.prop(UNIT, "ActiveState") == "active", 20)
         c.systemctl("stop", UNIT)
     assert sampler.max_holders <= 1, sampler.double[:5]
+
+    # ExaBGP starts through kubevipd's shim, which clears the unit's ambient capabilities:
+    # it must work inside the unit's own sandbox (its seccomp filter, MemoryDenyWriteExecute).
+    caps = caps_under_the_units_sandbox(c, ["/bin/cat", "/proc/self/status"])
+    assert caps == {"CapEff": UNIT_CAPS, "CapPrm": UNIT_CAPS, "CapAmb": UNIT_CAPS}  # inherited
+    shim = ["/usr/bin/python3", "-I", f"{PACKAGE}/announce/dropcaps.py"]
+    caps = caps_under_the_units_sandbox(c, [*shim, "/bin/cat", "/proc/self/status"])
+    assert caps == {"CapEff": 0, "CapPrm": 0, "CapAmb": 0}
 
     # Removing the package stops the kubeconfig watcher and deletes the copies.
     assert c.prop(f"{COPIER}.path", "ActiveState") == "active"

@@ -8,8 +8,11 @@ in its parser must not be able to move addresses or routes on the host.
 
 ``prctl(PR_CAP_AMBIENT_CLEAR_ALL)`` before the exec, not ``capset`` (which setpriv and capsh
 call): the unit's ``SystemCallFilter=~@privileged`` refuses capset, and prctl is in
-``@system-service``. After the exec a non-root process keeps no capability (its permitted set
-is its ambient set). As root the exec gives all of them back, as it always does.
+``@system-service``. After the exec a non-root process keeps no capability: running a file
+without file capabilities (python3; exabgp is a python3 script), its permitted set is its
+ambient set. The inheritable set keeps the two (clearing it needs capset), which matters only
+for a file with inheritable file capabilities, and the unit's ``NoNewPrivileges=yes`` lets no
+exec gain any. As root the exec gives all of them back, as it always does.
 
     python3 -I dropcaps.py COMMAND [ARG...]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,5 +66,6 @@ def test_exabgp_runs_without_the_units_capabilities(
     """The supervisor's own command line for ExaBGP, with ``cat`` in ExaBGP's place."""
     monkeypatch.setattr(exabgp, "DROPCAPS", shim)  # the same file, readable by that user
     argv = exabgp.exabgp_argv(*STATUS)
+    assert argv[0] == sys.executable, argv  # through the interpreter and the shim
     argv[0] = os.path.realpath(argv[0])  # the interpreter itself, not the venv's link to it
     assert caps_of(argv) == {"CapEff": 0, "CapPrm": 0, "CapAmb": 0}

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from test_machine import ANNOUNCE, Sim, leader
 
+from kubevipd.announce import exabgp as exabgp_mod
 from kubevipd.announce.bgp import BgpAnnouncer, describe_peers, med_for_term, routes_for
 from kubevipd.announce.bgp_plan import PeerPlan, Plan, PlanError, resolve
 from kubevipd.announce.exabgp import (
@@ -207,6 +208,36 @@ def test_the_child_gets_a_private_config_reports_sessions_and_takes_the_routes(
     finally:
         ex.stop()
     assert not (run / "exabgp.sock").exists()
+
+
+RECORDING_SHIM = """\
+import os, sys
+with open(os.path.join(os.path.dirname(sys.argv[0]), "shim-argv"), "w") as f:
+    f.write("\\n".join(sys.argv[1:]))
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
+
+
+def test_exabgp_is_started_through_the_shim_that_drops_capabilities(
+    tmp_path: Path, fake_exabgp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The supervisor's child goes through exabgp.DROPCAPS (what the shim does is proven in
+    tests/integration/test_dropcaps.py and under the unit in test_systemd)."""
+    shim = tmp_path / "shim.py"
+    shim.write_text(RECORDING_SHIM)
+    monkeypatch.setattr(exabgp_mod, "DROPCAPS", shim)
+    run = tmp_path / "run"
+    seen: list[dict[str, PeerState]] = []
+    ex = ExaBgp(plan(), run, seen.append, command=str(fake_exabgp))
+    try:
+        ex.start()
+        assert wait_until(lambda: seen and seen[-1]["10.0.0.2"].up)  # it went on to ExaBGP
+    finally:
+        ex.stop()
+    assert (tmp_path / "shim-argv").read_text().split("\n") == [
+        str(fake_exabgp),
+        str(run / "exabgp.conf"),
+    ]
 
 
 def test_commands_long_after_the_first_still_reach_exabgp_and_so_does_its_news(

@@ -200,10 +200,6 @@ def run_rows(rounds: int, crash_rounds: int, only: set[str] | None = None) -> di
                             s.pop("dual_holder_ms_total")
                             for r in s["all"]:
                                 r.pop("dual_holder_ms")
-                        for key in ("withdrawn_ms", "installed_ms"):
-                            values = sorted(r[key] for r in results if r[key] is not None)
-                            if values:
-                                s[f"{key}_median"] = values[len(values) // 2]
                         out["scenarios"][scenario] = s
                 if not all_nodes:
                     out.setdefault("dual_holder_ms_leader_mode_runs", 0.0)

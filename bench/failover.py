@@ -593,7 +593,7 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             [r["neighbour_ms"] for r in rounds if r.get("neighbour_ms") is not None] or [0]
         ),
     }
-    for key in ("takeover_ms", "dropped_ms", "detected_ms"):
+    for key in ("takeover_ms", "dropped_ms", "detected_ms", "withdrawn_ms", "installed_ms"):
         values = [r[key] for r in rounds if r.get(key) is not None]
         if values:
             out[f"{key}_median"] = round(statistics.median(values), 1)

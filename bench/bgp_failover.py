@@ -50,7 +50,7 @@ from failover import (  # noqa: E402
     summary,
 )
 
-from kubevipd.lab.routers import Peering  # noqa: E402
+from kubevipd.lab.routers import NODE_AS, ROUTER_AS, Peering  # noqa: E402
 from kubevipd.lab.topology import Lab, Node  # noqa: E402
 
 SCENARIOS = (
@@ -162,8 +162,8 @@ def one_round(b: BgpLab, probes: Probes, scenario: str) -> dict[str, Any]:
 
 def run_rows(rounds: int, crash_rounds: int, only: set[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "routers": "r1 BIRD 2 (forwards; ECMP in its kernel), r2 GoBGP (RIB); both AS 65000",
-        "kubevipd": {"timings": KUBEVIPD_TIMINGS, "local_as": 65001, "peers": 2},
+        "routers": f"r1 BIRD 2 (forwards; ECMP in its kernel), r2 GoBGP (RIB); both AS {ROUTER_AS}",
+        "kubevipd": {"timings": KUBEVIPD_TIMINGS, "local_as": NODE_AS, "peers": 2},
         "kube_vip_documented": KUBE_VIP_DOCUMENTED,
         "scenarios": {},
     }

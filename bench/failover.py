@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kubevipd import __version__  # noqa: E402
+from kubevipd.announce.exabgp import exabgp_command  # noqa: E402
 from kubevipd.lab.probes import ApiProber, HolderSampler, Pinger  # noqa: E402
 from kubevipd.lab.topology import API_PORT, Lab, Node  # noqa: E402
 
@@ -901,7 +902,7 @@ def main() -> int:
         )
         if name == "kubevipd" and not args.no_idle:
             doc["systems"][name]["idle_shipped_defaults"] = idle_with_defaults()
-    routers = all(shutil.which(t) for t in ("bird", "gobgpd", "exabgp"))
+    routers = all(shutil.which(t) for t in ("bird", "gobgpd")) and exabgp_command() is not None
     if not args.no_bgp and routers and not only:
         import bgp_failover  # bench/: BIRD, GoBGP and kubevipd's ExaBGP, same machine, same run
 

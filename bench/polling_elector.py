@@ -154,11 +154,11 @@ class LeaseLock:
         )
 
     def update(self, name: str, namespace: str, updated_record: LeaderElectionRecord) -> bool:
-        return self._write(
-            lambda body: self.api.replace_namespaced_lease(
-                name, namespace, body, _request_timeout=CALL_TIMEOUT, _preload_content=False
-            ),
-            updated_record,
+        return self._write(self._replace, updated_record)
+
+    def _replace(self, body: dict[str, Any]) -> Any:
+        return self.api.replace_namespaced_lease(
+            self.name, self.namespace, body, _request_timeout=CALL_TIMEOUT, _preload_content=False
         )
 
     def _write(self, call: Any, record: LeaderElectionRecord) -> bool:
@@ -186,13 +186,7 @@ class LeaseLock:
             if not ok or getattr(record, "holder_identity", None) != self.identity:
                 return
             now = str(dt.datetime.now())
-            self._send(
-                lambda body: self.api.replace_namespaced_lease(
-                    self.name, self.namespace, body, _request_timeout=CALL_TIMEOUT,
-                    _preload_content=False,
-                ),
-                LeaderElectionRecord("", "1", now, now),
-            )  # fmt: skip
+            self._send(self._replace, LeaderElectionRecord("", "1", now, now))
 
 
 class VipHolder:

@@ -18,7 +18,7 @@ from pyroute2 import IPRoute
 
 from kubevipd.config.model import BgpFamily, BgpSpec, IPAddress, bgp_family
 from kubevipd.config.secrets import SecretError, read_secret
-from kubevipd.vip.model import Vip
+from kubevipd.vip.model import Vip, address_family
 
 
 class PlanError(Exception):
@@ -52,10 +52,6 @@ class Plan:
     peers: tuple[PeerPlan, ...]
 
 
-def _af(version: int) -> int:
-    return socket.AF_INET if version == 4 else socket.AF_INET6
-
-
 def _addresses(ipr: IPRoute, index: int, family: int) -> list[IPAddress]:
     """The interface's global addresses of ``family`` (link-local ones cannot be next hops)."""
     out: list[IPAddress] = []
@@ -77,7 +73,7 @@ def _index(ipr: IPRoute, ifname: str, what: str) -> int:
 
 def _route_to(ipr: IPRoute, peer: IPAddress) -> tuple[int, IPAddress | None]:
     """The interface and source address the kernel would use to reach ``peer``."""
-    family = _af(peer.version)
+    family = address_family(peer.version)
     try:
         routes = ipr.route("get", dst=str(peer), family=family)
     except Exception as e:  # pyroute2 raises NetlinkError (an OSError) or its own errors
@@ -120,7 +116,7 @@ def _resolve(spec: BgpSpec, vips: list[Vip], ipr: IPRoute) -> Plan:
                     f"{spec.source_address.version}, peer {p.address} is IPv{p.address.version}"
                 )
         elif source_index is not None:
-            own = _addresses(ipr, source_index, _af(p.address.version))
+            own = _addresses(ipr, source_index, address_family(p.address.version))
             if not own:
                 raise PlanError(
                     f"announce.bgp.source_interface {spec.source_interface} has no IPv"
@@ -141,7 +137,7 @@ def _resolve(spec: BgpSpec, vips: list[Vip], ipr: IPRoute) -> Plan:
             if version == local.version:
                 hops[version] = local
                 continue
-            other = _addresses(ipr, oif, _af(version))
+            other = _addresses(ipr, oif, address_family(version))
             if not other:
                 raise PlanError(
                     f"announce.bgp.peers: the VIP has an IPv{version} address, and the session "

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from kubevipd.config.model import IPAddress
 
 
+def address_family(version: int) -> int:
+    """The socket family of IP ``version`` (4 or 6)."""
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
+
+
 @dataclass(frozen=True)
 class Vip:
     address: IPAddress
@@ -19,7 +24,7 @@ class Vip:
 
     @property
     def family(self) -> int:
-        return socket.AF_INET6 if self.address.version == 6 else socket.AF_INET
+        return address_family(self.address.version)
 
     def __str__(self) -> str:
         return str(self.address)

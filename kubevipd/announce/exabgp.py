@@ -205,9 +205,7 @@ class ExaBgp:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.socket_path = run_dir / "exabgp.sock"
         self.config_path = run_dir / "exabgp.conf"
-        for path in (self.socket_path, self.config_path):  # the config has the passwords
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        self._remove_files()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o077)
         try:
@@ -286,6 +284,12 @@ class ExaBgp:
         self._unacked += len(lines)
         for line in lines:
             log.debug("exabgp <- %s", line)
+
+    def _remove_files(self) -> None:
+        """The socket and the config (it has the passwords): a predecessor's, or ours at stop."""
+        for path in (self.socket_path, self.config_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def _drop_connection(self) -> None:
         """Under the lock: close the API connection (the relay then ends ExaBGP)."""
@@ -475,6 +479,4 @@ class ExaBgp:
                 proc.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(1.0)
-        for path in (self.socket_path, self.config_path):  # the config has the passwords
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        self._remove_files()

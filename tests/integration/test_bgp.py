@@ -307,9 +307,9 @@ def test_all_nodes_mode_announces_from_every_healthy_node_and_drops_an_unhealthy
     # The lab's health check (200 ms timeout, 2 failures) can fail on a loaded machine while
     # three daemons, their ExaBGPs and both routers start: a node then withdraws and comes
     # back, so what is waited for is every router holding every node's route.
-    assert lab.wait_for(lambda: ribs_hold(ips), 10), (
-        f"{[r.routes(lab.vip) for r in lab.routers]}\n{lab_logs(lab)}"
-    )
+    assert lab.wait_for(lambda: ribs_hold(ips), 10), "".join(
+        f"{r.name}: {r.routes(lab.vip)} {r.sessions()}\n" for r in lab.routers
+    ) + lab_logs(lab)
     sick = lab.nodes[0]
     sick.api.faults.unready = True
     t0 = time.monotonic()

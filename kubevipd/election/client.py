@@ -26,6 +26,7 @@ from kubevipd.lazyimport import defer_kubernetes
 defer_kubernetes()  # before the first kubernetes import: only the modules named below load
 
 import urllib3  # noqa: E402
+import yaml  # noqa: E402
 from kubernetes.client.api.coordination_v1_api import CoordinationV1Api  # noqa: E402
 from kubernetes.client.api_client import ApiClient  # noqa: E402
 from kubernetes.client.configuration import Configuration  # noqa: E402
@@ -67,6 +68,26 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def _load(path: Path) -> Configuration:
+    """The kubeconfig's current context as a client configuration (an inline CA or client
+    certificate goes to a temporary file, which the client removes at exit)."""
+    cfg = Configuration()
+    try:
+        load_kube_config(config_file=str(path), client_configuration=cfg, persist_config=False)
+    except (OSError, ConfigException, ValueError, TypeError, yaml.YAMLError) as e:
+        # YAMLError: kubeadm's file caught half-written, which the kubernetes client lets out.
+        reason = " ".join(str(e).split())
+        raise ElectionSetupError(f"cannot use kubeconfig {path}: {reason}") from None
+    return cfg
+
+
+def kubeconfig_ca(path: Path) -> str | None:
+    """The file of the CA that the kubeconfig trusts for its apiserver (None: it names none,
+    the system's CAs apply). For the health check of a node that runs no election."""
+    ca: str | None = _load(path).ssl_ca_cert
+    return ca
+
+
 class KubeconfigClient:
     """One kubeconfig's API client."""
 
@@ -74,11 +95,7 @@ class KubeconfigClient:
         self.stamp = _stamp(path)
         self.server = server
         self.tls_server_name = tls_server_name
-        cfg = Configuration()
-        try:
-            load_kube_config(config_file=str(path), client_configuration=cfg, persist_config=False)
-        except (OSError, ConfigException, ValueError, TypeError) as e:
-            raise ElectionSetupError(f"cannot use kubeconfig {path}: {e}") from None
+        cfg = _load(path)
         if server:
             cfg.host = server.rstrip("/")
             hook = getattr(cfg, "refresh_api_key_hook", None)

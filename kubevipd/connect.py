@@ -1,4 +1,5 @@
-"""Getting a Lease client once the kubeconfig exists and can be used.
+"""Getting a Lease client (or, with no election, the apiserver's CA) once the kubeconfig
+exists and can be used.
 
 On the first control-plane node the daemon starts before ``kubeadm init`` writes the
 kubeconfig, and kubeadm rewrites it while the node joins: waiting for it is normal, not an
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 from kubevipd.config.model import Config, ElectionSpec
 from kubevipd.election.base import Election, Observer
@@ -17,17 +20,25 @@ from kubevipd.resolve import election_spec
 from kubevipd.supervise import supervise
 
 log = logging.getLogger("kubevipd")
+T = TypeVar("T")
 
 
 class ElectionConnector:
-    def __init__(self, make: Callable[[ElectionSpec, str], Election], identity: str) -> None:
+    def __init__(
+        self,
+        make: Callable[[ElectionSpec, str], Election],
+        identity: str,
+        ca_of: Callable[[Path], str | None],
+    ) -> None:
         self.make = make
         self.identity = identity
+        self.ca_of = ca_of
         self._waiting_for_file = False
         self._last_error = ""
 
-    def connect(self, cfg: Config, vip_text: str) -> Election | None:
-        """The client, or None while the kubeconfig is missing or not usable yet."""
+    def _from_kubeconfig(self, cfg: Config, use: Callable[[ElectionSpec], T]) -> T | None:
+        """``use(spec)``, or None while the kubeconfig is missing or not usable yet (caught
+        mid-write, or rewritten by kubeadm): each distinct reason to wait is logged once."""
         spec = election_spec(cfg)
         if not spec.kubeconfig.exists():
             if not self._waiting_for_file:
@@ -43,23 +54,38 @@ class ElectionConnector:
                 self._waiting_for_file = True
             return None
         try:
-            election = self.make(spec, self.identity)
+            out = use(spec)
         except ElectionSetupError as e:
-            # Caught mid-write, or not usable yet (kubeadm rewrites it): wait, as for a missing
-            # one. Logged once per distinct reason.
             if str(e) != self._last_error:
                 log.warning("%s; waiting for it to become usable", e)
                 self._last_error = str(e)
             return None
         self._last_error = ""
+        return out
+
+    def health_ca(self, cfg: Config) -> str | None:
+        """A node that runs no election (all-nodes mode) still checks its apiserver over TLS:
+        the CA comes from the same kubeconfig, read and nothing more. None while it is missing
+        or not usable (logged as for the election); "" when it names no CA (the system's)."""
+        ca = self._from_kubeconfig(cfg, lambda spec: self.ca_of(spec.kubeconfig) or "")
+        if ca is not None:
+            log.info("health check trusts the CA of kubeconfig %s", cfg.election.kubeconfig)
+        return ca
+
+    def connect(self, cfg: Config, vip_text: str) -> Election | None:
+        """The client, or None while the kubeconfig is missing or not usable yet."""
+        election = self._from_kubeconfig(cfg, lambda spec: self.make(spec, self.identity))
+        if election is None:
+            return None
+        t = cfg.election
         log.info(
             "kubevipd on node %s: %s, lease %s (%s/%s/%s)",
             self.identity,
             vip_text,
             election.describe(),
-            spec.lease_duration,
-            spec.renew_deadline,
-            spec.retry_period,
+            t.lease_duration,
+            t.renew_deadline,
+            t.retry_period,
         )
         return election
 

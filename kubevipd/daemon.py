@@ -96,13 +96,16 @@ class Daemon:
             self.metrics,
             self.put,
         )
-        self.connector = ElectionConnector(self.parts.election, self.identity)
+        self.connector = ElectionConnector(
+            self.parts.election, self.identity, self.parts.kubeconfig_ca
+        )
         self.attached: Attached | None = None
         self.election: Election | None = None
         self.health: Health | None = None
         self.stopping = False
         self._metrics_stop = threading.Event()  # set at shutdown: the metrics retry ends
         self.health_text = "disabled" if not cfg.health.enabled else "unknown"
+        self._health_waits_for_ca = False  # no election, and the kubeconfig is not there yet
         self._wait_for_interface()
         assert self.attached is not None
         self.policy: Policy = self.parts.policy(
@@ -171,12 +174,25 @@ class Daemon:
         if self.health is not None:
             self.health.stop()
             self.health = None
+        self._health_waits_for_ca = False
         if not self.cfg.health.enabled:
             self.health_text = "disabled"
             return
         ca = self.election.ca_file if self.election else None
-        self.health = self.parts.health(self.cfg.health, ca, self._on_health)
+        if self._health_ca_from_kubeconfig():
+            ca = self.connector.health_ca(self.cfg)
+            if ca is None:  # not checked against the system's CAs meanwhile: never healthy
+                self._health_waits_for_ca = True
+                self.health_text = f"waiting for kubeconfig {self.cfg.election.kubeconfig}"
+                return
+        self.health = self.parts.health(self.cfg.health, ca or None, self._on_health)
         self.health.start()
+
+    def _health_ca_from_kubeconfig(self) -> bool:
+        """No election client gives the CA of the election kubeconfig, which health.ca_file
+        defaults to: it is read for the check of an https URL."""
+        h = self.cfg.health
+        return not self.policy.uses_election and h.ca_file is None and h.url.startswith("https")
 
     def _on_health(self, healthy: bool, reason: str) -> None:
         self.health_text = f"{'healthy' if healthy else 'unhealthy'} ({reason})"
@@ -210,6 +226,8 @@ class Daemon:
                 now = time.monotonic()
                 if elects and self.election is None and not self.stopping:
                     self._connect_election()
+                elif self._health_waits_for_ca and not self.stopping:
+                    self._start_health()
                 wake = self.policy.next_wakeup()
                 timeout = self.notifier.max_sleep()  # at most 1s: also retries the kubeconfig
                 if wake is not None:
@@ -276,7 +294,7 @@ class Daemon:
 
     def _status_line(self) -> str:
         waiting = None
-        if self.policy.uses_election and self.election is None:
+        if (self.policy.uses_election and self.election is None) or self._health_waits_for_ca:
             waiting = str(self.cfg.election.kubeconfig)
         return self.reporter.status_line(self.policy, self._vip_text(), waiting)
 

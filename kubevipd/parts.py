@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from kubevipd.all_nodes import AllNodes
@@ -18,6 +19,7 @@ from kubevipd.announce.arp import ArpAnnouncer
 from kubevipd.announce.base import Announcer, AnnouncerEnv, AnnounceTiming
 from kubevipd.config.model import BgpSpec, Config, ElectionSpec, HealthSpec
 from kubevipd.election.base import Election
+from kubevipd.election.client import kubeconfig_ca
 from kubevipd.election.lease import LeaseElection
 from kubevipd.events import Timings
 from kubevipd.health import HealthChecker
@@ -166,3 +168,4 @@ class Parts:
     )
     election: Callable[[ElectionSpec, str], Election] = build_election
     health: Callable[[HealthSpec, str | None, Callable[[bool, str], None]], Health] = build_health
+    kubeconfig_ca: Callable[[Path], str | None] = kubeconfig_ca  # no election: the health CA

@@ -282,15 +282,11 @@ def test_all_nodes_mode_announces_from_every_healthy_node_and_drops_an_unhealthy
     bgp_lab: Callable[..., Lab],
 ) -> None:
     """``election.backend: none``: every node announces the VIP once its apiserver is healthy
-    (ECMP at r1, no MED), withdraws when it turns unhealthy, announces again when it heals."""
+    (ECMP at r1, no MED), withdraws when it turns unhealthy, announces again when it heals.
+    No ``health.ca_file``: the check trusts the kubeconfig's CA, as in the Lease mode."""
     lab = bgp_lab()
     for n in lab.nodes:
-        lab.start(
-            n,
-            **lab.bgp_config(),
-            election={"backend": "none"},
-            health={"ca_file": str(lab.pki.ca_cert)},
-        )
+        lab.start(n, **lab.bgp_config(), election={"backend": "none"})
     ips = sorted(n.ip for n in lab.nodes)
     for r in lab.routers:
         r.wait_established(timeout=20)

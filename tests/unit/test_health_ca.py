@@ -4,13 +4,33 @@ has not written it, and never replaced by the system's CAs meanwhile."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from kubevipd.config import load_text
+from kubevipd.connect import ElectionConnector
 from kubevipd.election.client import ElectionSetupError, kubeconfig_ca
 from kubevipd.lab.pki import make_pki, write_kubeconfig
+
+
+def no_election(spec: Any, identity: str) -> Any:
+    raise AssertionError("no election client is made for the CA")
+
+
+def config(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
+    text = (
+        "vip: {address: 192.0.2.75}\n"
+        "announce: {mode: bgp, bgp: {local_as: 65001, router_id: 192.0.2.11,"
+        " peers: [{address: 192.0.2.1, as: 65000}]}}\n"
+        f"election: {{backend: none, kubeconfig: {kubeconfig}}}\n"
+    )
+    return load_text(text).config
 
 
 def test_the_ca_is_the_one_the_kubeconfig_trusts_inline_or_by_file(tmp_path: Path) -> None:
@@ -45,6 +65,43 @@ def test_the_ca_is_the_one_the_kubeconfig_trusts_inline_or_by_file(tmp_path: Pat
     bad.write_text("clusters: [\n")
     with pytest.raises(ElectionSetupError, match="cannot use kubeconfig"):
         kubeconfig_ca(bad)
+
+
+def test_the_connector_waits_for_the_kubeconfig_and_says_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    kc = tmp_path / "admin.conf"
+    cfg = config(kc, monkeypatch)
+    seen: list[Path] = []
+
+    def ca_of(path: Path) -> str | None:
+        seen.append(path)
+        if "half" in path.read_text():
+            raise ElectionSetupError(f"cannot use kubeconfig {path}: caught mid-write")
+        return "/ca.crt"
+
+    c = ElectionConnector(no_election, "n1", ca_of)
+    with caplog.at_level(logging.INFO, logger="kubevipd"):
+        assert c.health_ca(cfg) is None and c.health_ca(cfg) is None
+        assert seen == []  # nothing to read yet
+        kc.write_text("half")
+        assert c.health_ca(cfg) is None and c.health_ca(cfg) is None
+        kc.write_text("whole")
+        assert c.health_ca(cfg) == "/ca.crt"
+    assert seen == [kc] * 3
+    text = caplog.text
+    assert text.count(f"waiting for kubeconfig {kc} to exist") == 1
+    assert text.count("caught mid-write; waiting for it to become usable") == 1
+    assert f"health check trusts the CA of kubeconfig {kc}" in text
+
+
+def test_a_kubeconfig_that_names_no_ca_gives_the_systems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kc = tmp_path / "admin.conf"
+    kc.write_text("whole")
+    c = ElectionConnector(no_election, "n1", lambda path: None)
+    assert c.health_ca(config(kc, monkeypatch)) == ""  # not None: nothing to wait for
 
 
 def test_a_kubeconfig_caught_half_written_is_a_setup_error_not_a_crash(tmp_path: Path) -> None:

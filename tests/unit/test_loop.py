@@ -433,8 +433,8 @@ class FakeSource:
         pass
 
 
-def seams(tmp_path: Path, **parts: Any) -> Daemon:
-    cfg = load_text("node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n").config
+def seams(tmp_path: Path, more: str = "", **parts: Any) -> Daemon:
+    cfg = load_text("node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n" + more).config
     every = {"link": FakeLink, "announcer": FakeAnnouncer, "monitor": FakeMonitor, **parts}
     return Daemon(cfg, str(tmp_path / "kubevip.yaml"), tmp_path / "run", Parts(**every))
 
@@ -628,10 +628,13 @@ def test_a_policy_without_an_election_runs_no_lease_client_and_health_still_deci
 ) -> None:
     """Review of issue 13: the loop connected the Lease client, its watch, and the watchdog's
     fence warning for any policy. A policy that does not elect (all nodes) gets none of it,
-    and its health check still starts."""
+    and its health check still starts (with health.ca_file set, the kubeconfig is not read)."""
 
     def no_election(spec: Any, identity: str) -> Any:
         raise AssertionError("an election backend was made for a policy that does not elect")
+
+    def no_kubeconfig(path: Path) -> str | None:
+        raise AssertionError("the kubeconfig was read for a CA that health.ca_file names")
 
     r: Daemon | None = None
 
@@ -649,10 +652,12 @@ def test_a_policy_without_an_election_runs_no_lease_client_and_health_still_deci
 
     r = seams(
         tmp_path,
+        f"health: {{ca_file: {tmp_path / 'ca.crt'}}}\n",
         policy=build_all_nodes_policy,
         vip_source=FakeSource,
         election=no_election,
         health=Health,
+        kubeconfig_ca=no_kubeconfig,
     )
     r.notifier.watchdog_interval = 10.0  # far too slow for any lease: no warning all the same
     link: FakeLink = r.attached.link  # type: ignore[union-attr,assignment]
@@ -661,6 +666,66 @@ def test_a_policy_without_an_election_runs_no_lease_client_and_health_still_deci
     assert link.lifetimes == [None]  # held while healthy (then removed at exit)
     assert r.election is None
     assert "kubeconfig" not in caplog.text and "watchdog" not in caplog.text.lower()
+
+
+def test_with_no_election_the_health_check_waits_for_the_kubeconfigs_ca(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """health.ca_file defaults to the election kubeconfig's CA, in all-nodes mode too (it used
+    to check against the system's CAs there: never healthy on kubeadm's certificate). Until
+    kubeadm writes the kubeconfig no check runs, the status says what is awaited, and the
+    loop looks again (every second at most) without a restart."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
+    kc = tmp_path / "admin.conf"
+    checks: list[str | None] = []
+    r: Daemon | None = None
+
+    class Health:
+        def __init__(self, spec: Any, ca: str | None, report: Any) -> None:
+            checks.append(ca)
+
+        def start(self) -> None:
+            assert r is not None
+            r.q.put(Stop("test"))
+
+        def stop(self) -> None:
+            pass
+
+    r = seams(
+        tmp_path,
+        "announce: {mode: bgp, bgp: {local_as: 65001, router_id: 192.0.2.11,"
+        " peers: [{address: 192.0.2.1, as: 65000}]}}\n"
+        f"election: {{backend: none, kubeconfig: {kc}}}\n",
+        policy=build_all_nodes_policy,
+        vip_source=FakeSource,
+        health=Health,
+        kubeconfig_ca=lambda path: f"{path}.ca" if path == kc else None,
+    )
+    statuses: list[str] = []
+    r.notifier.ready = statuses.append  # type: ignore[method-assign]
+    seen: dict[str, Any] = {}
+
+    def kubeadm() -> None:
+        """Writes the kubeconfig once the loop waits for it (a Stop bounds the test)."""
+        assert r is not None
+        end = time.monotonic() + 5
+        while not r._health_waits_for_ca and time.monotonic() < end:
+            time.sleep(0.01)
+        seen.update(waited=r._health_waits_for_ca, checks=list(checks))
+        kc.write_text("written by kubeadm init")
+        time.sleep(5)
+        r.q.put(Stop("the test's time is up"))
+
+    threading.Thread(target=kubeadm, daemon=True).start()
+    with caplog.at_level(logging.INFO, logger="kubevipd"):
+        result = r.run()
+    assert seen == {"waited": True, "checks": []}  # nothing checked with the system's CAs
+    assert statuses == [f"starting: waiting for {kc}"]
+    assert result == 0 and checks == [f"{kc}.ca"]
+    assert "the test's time is up" not in caplog.text
+    assert caplog.text.count(f"waiting for kubeconfig {kc} to exist") == 1
+    assert f"health check trusts the CA of kubeconfig {kc}" in caplog.text
 
 
 def test_a_vip_moved_while_following_leaves_no_stray_copy_on_the_old_interface(

@@ -41,7 +41,7 @@ class ElectionConnector:
         mid-write, or rewritten by kubeadm): each distinct reason to wait is logged once."""
         spec = election_spec(cfg)
         if not spec.kubeconfig.exists():
-            if not self._waiting_for_file:
+            if not self._waiting_for_file:  # said again if it goes away once more
                 wanted = cfg.election.kubeconfig
                 copy = (
                     f"; kubevipd-kubeconfig.service copies it to {spec.kubeconfig}"
@@ -53,6 +53,7 @@ class ElectionConnector:
                 )
                 self._waiting_for_file = True
             return None
+        self._waiting_for_file = False
         try:
             out = use(spec)
         except ElectionSetupError as e:
@@ -65,12 +66,24 @@ class ElectionConnector:
 
     def health_ca(self, cfg: Config) -> str | None:
         """A node that runs no election (all-nodes mode) still checks its apiserver over TLS:
-        the CA comes from the same kubeconfig, read and nothing more. None while it is missing
-        or not usable (logged as for the election); "" when it names no CA (the system's)."""
-        ca = self._from_kubeconfig(cfg, lambda spec: self.ca_of(spec.kubeconfig) or "")
-        if ca is not None:
-            log.info("health check trusts the CA of kubeconfig %s", cfg.election.kubeconfig)
-        return ca
+        the PEM of the CA comes from the same kubeconfig, and nothing else is read from it.
+        None while it is missing or not usable (logged as for the election); "" when it names
+        no CA (the system's)."""
+        read: list[Path] = []
+
+        def ca(spec: ElectionSpec) -> str:
+            read.append(spec.kubeconfig)
+            return self.ca_of(spec.kubeconfig) or ""
+
+        pem = self._from_kubeconfig(cfg, ca)
+        if pem is not None:
+            wanted = cfg.election.kubeconfig
+            where = f"{wanted}" + (f" (read at {read[0]})" if read[0] != wanted else "")
+            if pem:
+                log.info("health check trusts the CA of kubeconfig %s", where)
+            else:
+                log.info("kubeconfig %s names no CA: health check trusts the system's", where)
+        return pem
 
     def connect(self, cfg: Config, vip_text: str) -> Election | None:
         """The client, or None while the kubeconfig is missing or not usable yet."""

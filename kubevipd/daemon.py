@@ -61,6 +61,7 @@ log = logging.getLogger("kubevipd")
 decisions = logging.getLogger("kubevipd.machine")  # what the policy says, under its own name
 
 INTERFACE_WAIT_S = 20.0  # within the unit's TimeoutStartSec=30s
+HEALTH_CA_FILE = "apiserver-ca.crt"  # no election: the kubeconfig's CA, for the health check
 
 
 Item = Event | Reload | FromLink | VipChanged
@@ -106,6 +107,7 @@ class Daemon:
         self._metrics_stop = threading.Event()  # set at shutdown: the metrics retry ends
         self.health_text = "disabled" if not cfg.health.enabled else "unknown"
         self._health_waits_for_ca = False  # no election, and the kubeconfig is not there yet
+        self._kubeconfig_ca: str | None = None  # no election: the CA's file ("": the system's)
         self._wait_for_interface()
         assert self.attached is not None
         self.policy: Policy = self.parts.policy(
@@ -180,7 +182,7 @@ class Daemon:
             return
         ca = self.election.ca_file if self.election else None
         if self._health_ca_from_kubeconfig():
-            ca = self.connector.health_ca(self.cfg)
+            ca = self._kubeconfig_ca_file()
             if ca is None:  # not checked against the system's CAs meanwhile: never healthy
                 self._health_waits_for_ca = True
                 self.health_text = f"waiting for kubeconfig {self.cfg.election.kubeconfig}"
@@ -193,6 +195,22 @@ class Daemon:
         defaults to: it is read for the check of an https URL."""
         h = self.cfg.health
         return not self.policy.uses_election and h.ca_file is None and h.url.startswith("https")
+
+    def _kubeconfig_ca_file(self) -> str | None:
+        """The kubeconfig's CA in a file of the run dir, read once, as the election client
+        reads its kubeconfig once: a reload that restarts the check never waits for (nor
+        drops the check over) a kubeconfig being rewritten. None: not usable yet."""
+        if self._kubeconfig_ca is None:
+            pem = self.connector.health_ca(self.cfg)
+            if pem is None:
+                return None
+            self._kubeconfig_ca = ""
+            if pem:
+                path = self.run_dir / HEALTH_CA_FILE
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                path.write_text(pem)  # a CA's certificate: public
+                self._kubeconfig_ca = str(path)
+        return self._kubeconfig_ca
 
     def _on_health(self, healthy: bool, reason: str) -> None:
         self.health_text = f"{'healthy' if healthy else 'unhealthy'} ({reason})"

@@ -12,6 +12,7 @@ helpers at the end say how a call failed, in the terms of election.base's WriteR
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -81,11 +82,57 @@ def _load(path: Path) -> Configuration:
     return cfg
 
 
+def _entries(doc: dict[str, Any], key: str, inner: str) -> dict[str, dict[str, Any]]:
+    """A kubeconfig's named list (``clusters``, ``contexts``) as name -> its inner mapping."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in doc.get(key) or []:
+        if isinstance(item, dict) and isinstance(item.get(inner), dict):
+            out[str(item.get("name"))] = item[inner]
+    return out
+
+
 def kubeconfig_ca(path: Path) -> str | None:
-    """The file of the CA that the kubeconfig trusts for its apiserver (None: it names none,
-    the system's CAs apply). For the health check of a node that runs no election."""
-    ca: str | None = _load(path).ssl_ca_cert
-    return ca
+    """The PEM of the CA that the kubeconfig's current context trusts for its apiserver (None:
+    it names none, the system's CAs apply), for the health check of a node that runs no
+    election. Only that cluster entry is read: no credentials are loaded and no exec plugin
+    runs. Without a current-context, a kubeconfig with one cluster names that one."""
+
+    def unusable(why: object) -> ElectionSetupError:
+        return ElectionSetupError(f"cannot use kubeconfig {path}: {' '.join(str(why).split())}")
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise unusable(e) from None
+    if not isinstance(doc, dict):
+        raise unusable("not a kubeconfig (no mapping)")
+    clusters = _entries(doc, "clusters", "cluster")
+    current = doc.get("current-context")
+    if current:
+        context = _entries(doc, "contexts", "context").get(str(current))
+        if context is None:
+            raise unusable(f"its current-context {current!r} is not among its contexts")
+        name = str(context.get("cluster"))
+    elif len(clusters) == 1:
+        (name,) = clusters
+    else:
+        raise unusable(f"no current-context, and {len(clusters)} clusters to choose from")
+    cluster = clusters.get(name)
+    if cluster is None:
+        raise unusable(f"its cluster {name!r} is not among its clusters")
+    data, named = cluster.get("certificate-authority-data"), cluster.get("certificate-authority")
+    try:
+        if data:
+            pem = base64.b64decode(str(data), validate=True).decode()
+        elif named:
+            pem = (path.parent / str(named)).read_text()  # relative: to the kubeconfig's dir
+        else:
+            return None
+    except (OSError, ValueError) as e:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise unusable(f"its cluster {name!r}'s CA: {e}") from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise unusable(f"its cluster {name!r}'s CA is no PEM certificate")
+    return pem
 
 
 class KubeconfigClient:

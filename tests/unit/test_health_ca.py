@@ -33,38 +33,56 @@ def config(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return load_text(text).config
 
 
-def test_the_ca_is_the_one_the_kubeconfig_trusts_inline_or_by_file(tmp_path: Path) -> None:
+def test_the_ca_is_the_one_the_current_context_trusts_inline_or_by_file(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki", ["192.0.2.75"], ("kubernetes",))
     inline = write_kubeconfig(tmp_path / "admin.conf", "https://192.0.2.75:6443", pki, "t")
-    ca = kubeconfig_ca(inline)
-    assert ca is not None and Path(ca).read_bytes() == pki.ca_pem  # certificate-authority-data
+    assert kubeconfig_ca(inline) == pki.ca_pem.decode()  # certificate-authority-data
     doc = yaml.safe_load(inline.read_text())
-    del doc["clusters"][0]["cluster"]["certificate-authority-data"]
-    by_file = tmp_path / "k3s.yaml"
-    by_file.write_text(
-        yaml.safe_dump(
+
+    def variant(name: str, **change: Any) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump({**doc, **change}))
+        return path
+
+    other = {"name": "other", "cluster": {"server": "https://192.0.2.99:6443"}}
+    by_file = {"server": "https://127.0.0.1:6443", "certificate-authority": "pki/ca.crt"}
+    # A relative path is the kubeconfig's directory's; the current context picks the cluster.
+    two = variant("k3s.yaml", clusters=[other, {"name": "lab", "cluster": by_file}])
+    assert kubeconfig_ca(two) == pki.ca_pem.decode()
+    # No credentials are read: a user whose files are gone, or an exec plugin, is not run.
+    users = [{"name": "lab", "user": {"exec": {"command": "/nonexistent/plugin"}}}]
+    assert kubeconfig_ca(variant("exec.yaml", users=users)) == pki.ca_pem.decode()
+    # A CA-only kubeconfig (one cluster, no context) names its one cluster's CA.
+    ca_only = {"clusters": doc["clusters"]}
+    (tmp_path / "ca-only.yaml").write_text(yaml.safe_dump(ca_only))
+    assert kubeconfig_ca(tmp_path / "ca-only.yaml") == pki.ca_pem.decode()
+    bare = [{"name": "lab", "cluster": {"server": "https://127.0.0.1:6443"}}]
+    assert kubeconfig_ca(variant("none.yaml", clusters=bare)) is None  # the system's CAs
+    for name, change, says in (
+        ("ctx.yaml", {"current-context": "gone"}, "current-context 'gone' is not among"),
+        ("two.yaml", {"current-context": None, "clusters": [other, *bare]}, "2 clusters"),
+        (
+            "b64.yaml",
+            {"clusters": [{"name": "lab", "cluster": {"certificate-authority-data": "%"}}]},
+            "CA",
+        ),
+        (
+            "pem.yaml",
+            {"clusters": [{"name": "lab", "cluster": {"certificate-authority-data": "aGk="}}]},
+            "no PEM",
+        ),
+        (
+            "file.yaml",
             {
-                **doc,
                 "clusters": [
-                    {
-                        "name": "lab",
-                        "cluster": {
-                            "server": "https://127.0.0.1:6443",
-                            "certificate-authority": str(pki.ca_cert),
-                        },
-                    }
-                ],
-            }
-        )
-    )
-    assert kubeconfig_ca(by_file) == str(pki.ca_cert)
-    none = tmp_path / "none.yaml"
-    none.write_text(yaml.safe_dump(doc))
-    assert kubeconfig_ca(none) is None  # the system's CAs
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("clusters: [\n")
-    with pytest.raises(ElectionSetupError, match="cannot use kubeconfig"):
-        kubeconfig_ca(bad)
+                    {"name": "lab", "cluster": {"certificate-authority": "/nonexistent.crt"}}
+                ]
+            },
+            "nonexistent.crt",
+        ),
+    ):
+        with pytest.raises(ElectionSetupError, match=says):
+            kubeconfig_ca(variant(name, **change))
 
 
 def test_the_connector_waits_for_the_kubeconfig_and_says_so_once(
@@ -95,13 +113,25 @@ def test_the_connector_waits_for_the_kubeconfig_and_says_so_once(
     assert f"health check trusts the CA of kubeconfig {kc}" in text
 
 
-def test_a_kubeconfig_that_names_no_ca_gives_the_systems(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_kubeconfig_that_names_no_ca_gives_the_systems_and_the_copy_is_what_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Under the unit the daemon is not root: it reads kubevipd-kubeconfig.service's copy."""
     kc = tmp_path / "admin.conf"
-    kc.write_text("whole")
-    c = ElectionConnector(no_election, "n1", lambda path: None)
-    assert c.health_ca(config(kc, monkeypatch)) == ""  # not None: nothing to wait for
+    cfg = config(kc, monkeypatch)
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    (copies / "admin.conf").write_text("whole")
+    monkeypatch.setenv("KUBEVIPD_KUBECONFIG_DIR", str(copies))
+    seen: list[Path] = []
+    c = ElectionConnector(no_election, "n1", lambda path: seen.append(path))  # type: ignore[func-returns-value]
+    with caplog.at_level(logging.INFO, logger="kubevipd"):
+        assert c.health_ca(cfg) == ""  # not None: nothing to wait for
+    assert seen == [copies / "admin.conf"]
+    assert (
+        f"kubeconfig {kc} (read at {copies / 'admin.conf'}) names no CA: health check trusts "
+        "the system's" in caplog.text
+    )
 
 
 def test_a_kubeconfig_caught_half_written_is_a_setup_error_not_a_crash(tmp_path: Path) -> None:
@@ -115,3 +145,6 @@ def test_a_kubeconfig_caught_half_written_is_a_setup_error_not_a_crash(tmp_path:
     with pytest.raises(ElectionSetupError, match=r"cannot use kubeconfig .*admin.conf: \S") as e:
         KubeconfigClient(bad, "https://127.0.0.1:6443")
     assert "\n" not in str(e.value)  # one log line
+    with pytest.raises(ElectionSetupError, match=r"cannot use kubeconfig .*admin.conf: \S") as e:
+        kubeconfig_ca(bad)
+    assert "\n" not in str(e.value)

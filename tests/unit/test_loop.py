@@ -18,7 +18,7 @@ from dataclasses import replace
 from ipaddress import ip_address
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -668,6 +668,31 @@ def test_a_policy_without_an_election_runs_no_lease_client_and_health_still_deci
     assert "kubeconfig" not in caplog.text and "watchdog" not in caplog.text.lower()
 
 
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+ALL_NODES = (
+    "announce: {mode: bgp, bgp: {local_as: 65001, router_id: 192.0.2.11,"
+    " peers: [{address: 192.0.2.1, as: 65000}]}}\n"
+    "election: {backend: none, kubeconfig: %s}\n"
+)
+
+
+class RecordedHealth:
+    """A health checker that records the CA file each one was made with."""
+
+    made: ClassVar[list[str | None]]
+    started: Any = None  # called at start, e.g. to stop the loop
+
+    def __init__(self, spec: Any, ca: str | None, report: Any) -> None:
+        self.made.append(ca)
+
+    def start(self) -> None:
+        if self.started is not None:
+            self.started()
+
+    def stop(self) -> None:
+        pass
+
+
 def test_with_no_election_the_health_check_waits_for_the_kubeconfigs_ca(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -678,41 +703,38 @@ def test_with_no_election_the_health_check_waits_for_the_kubeconfigs_ca(
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
     kc = tmp_path / "admin.conf"
-    checks: list[str | None] = []
     r: Daemon | None = None
 
-    class Health:
-        def __init__(self, spec: Any, ca: str | None, report: Any) -> None:
-            checks.append(ca)
+    class Health(RecordedHealth):
+        made: ClassVar[list[str | None]] = []
 
-        def start(self) -> None:
+        def started(self) -> None:
             assert r is not None
             r.q.put(Stop("test"))
 
-        def stop(self) -> None:
-            pass
-
     r = seams(
         tmp_path,
-        "announce: {mode: bgp, bgp: {local_as: 65001, router_id: 192.0.2.11,"
-        " peers: [{address: 192.0.2.1, as: 65000}]}}\n"
-        f"election: {{backend: none, kubeconfig: {kc}}}\n",
+        ALL_NODES % kc,
         policy=build_all_nodes_policy,
         vip_source=FakeSource,
         health=Health,
-        kubeconfig_ca=lambda path: f"{path}.ca" if path == kc else None,
+        kubeconfig_ca=lambda path: PEM if path == kc else None,
     )
     statuses: list[str] = []
-    r.notifier.ready = statuses.append  # type: ignore[method-assign]
+    ready = threading.Event()
+
+    def on_ready(status: str) -> None:
+        statuses.append(status)
+        ready.set()
+
+    r.notifier.ready = on_ready  # type: ignore[method-assign]
     seen: dict[str, Any] = {}
 
     def kubeadm() -> None:
-        """Writes the kubeconfig once the loop waits for it (a Stop bounds the test)."""
+        """Writes the kubeconfig once the daemon is up (a Stop bounds the test)."""
         assert r is not None
-        end = time.monotonic() + 5
-        while not r._health_waits_for_ca and time.monotonic() < end:
-            time.sleep(0.01)
-        seen.update(waited=r._health_waits_for_ca, checks=list(checks))
+        ready.wait(5)
+        seen.update(waited=r._health_waits_for_ca, made=list(Health.made))
         kc.write_text("written by kubeadm init")
         time.sleep(5)
         r.q.put(Stop("the test's time is up"))
@@ -720,12 +742,53 @@ def test_with_no_election_the_health_check_waits_for_the_kubeconfigs_ca(
     threading.Thread(target=kubeadm, daemon=True).start()
     with caplog.at_level(logging.INFO, logger="kubevipd"):
         result = r.run()
-    assert seen == {"waited": True, "checks": []}  # nothing checked with the system's CAs
+    assert seen == {"waited": True, "made": []}  # nothing checked with the system's CAs
     assert statuses == [f"starting: waiting for {kc}"]
-    assert result == 0 and checks == [f"{kc}.ca"]
+    ca = r.run_dir / "apiserver-ca.crt"
+    assert result == 0 and Health.made == [str(ca)] and ca.read_text() == PEM
     assert "the test's time is up" not in caplog.text
     assert caplog.text.count(f"waiting for kubeconfig {kc} to exist") == 1
     assert f"health check trusts the CA of kubeconfig {kc}" in caplog.text
+
+
+def test_with_no_election_a_reload_restarts_the_check_with_the_ca_read_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: a reload that changed health stopped the check and read the kubeconfig again;
+    caught missing or mid-write (kubeadm rewrites it), no check ran while the policy still
+    believed the last verdict, healthy: the VIP announced unchecked. The CA is read once, as
+    the election client reads its kubeconfig once; health.ca_file set on reload wins."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
+    kc = tmp_path / "admin.conf"
+    kc.write_text("written by kubeadm init")
+
+    class Health(RecordedHealth):
+        made: ClassVar[list[str | None]] = []
+
+    reads: list[Path] = []
+
+    def ca_of(path: Path) -> str:
+        reads.append(path)
+        return PEM
+
+    r = seams(
+        tmp_path,
+        ALL_NODES % kc,
+        policy=build_all_nodes_policy,
+        vip_source=FakeSource,
+        health=Health,
+        kubeconfig_ca=ca_of,
+    )
+    r._start_health()
+    ca = str(r.run_dir / "apiserver-ca.crt")
+    assert Health.made == [ca] and reads == [kc]
+    kc.unlink()  # kubeadm rewriting it
+    text = "node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n" + ALL_NODES % kc
+    r._apply(load_text(text + "health: {failure_threshold: 5}\n").config)
+    assert Health.made == [ca, ca] and reads == [kc] and not r._health_waits_for_ca
+    r._apply(load_text(text + f"health: {{ca_file: {tmp_path / 'ca.crt'}}}\n").config)
+    assert Health.made == [ca, ca, None]  # the checker takes health.ca_file from its spec
 
 
 def test_a_vip_moved_while_following_leaves_no_stray_copy_on_the_old_interface(

@@ -28,7 +28,7 @@ class ElectionConnector:
         self,
         make: Callable[[ElectionSpec, str], Election],
         identity: str,
-        ca_of: Callable[[Path], str | None],
+        ca_of: Callable[[Path, Path], str | None],
     ) -> None:
         self.make = make
         self.identity = identity
@@ -73,7 +73,9 @@ class ElectionConnector:
 
         def ca(spec: ElectionSpec) -> str:
             read.append(spec.kubeconfig)
-            return self.ca_of(spec.kubeconfig) or ""
+            # A relative CA path is the original's directory's, the copy read under the unit
+            # being elsewhere.
+            return self.ca_of(spec.kubeconfig, cfg.election.kubeconfig.parent) or ""
 
         pem = self._from_kubeconfig(cfg, ca)
         if pem is not None:

@@ -108,6 +108,7 @@ class Daemon:
         self.health_text = "disabled" if not cfg.health.enabled else "unknown"
         self._health_waits_for_ca = False  # no election, and the kubeconfig is not there yet
         self._kubeconfig_ca: str | None = None  # no election: the CA's file ("": the system's)
+        self._health_ca_error = ""
         self._wait_for_interface()
         assert self.attached is not None
         self.policy: Policy = self.parts.policy(
@@ -176,16 +177,21 @@ class Daemon:
         if self.health is not None:
             self.health.stop()
             self.health = None
-        self._health_waits_for_ca = False
+        was_waiting, self._health_waits_for_ca = self._health_waits_for_ca, False
         if not self.cfg.health.enabled:
             self.health_text = "disabled"
             return
         ca = self.election.ca_file if self.election else None
         if self._health_ca_from_kubeconfig():
             ca = self._kubeconfig_ca_file()
-            if ca is None:  # not checked against the system's CAs meanwhile: never healthy
+            if ca is None:  # not checked against the system's CAs meanwhile: not healthy
                 self._health_waits_for_ca = True
-                self.health_text = f"waiting for kubeconfig {self.cfg.election.kubeconfig}"
+                why = f"waiting for kubeconfig {self.cfg.election.kubeconfig}"
+                self.health_text = why
+                if not was_waiting:  # once: the loop calls again each turn while it waits
+                    # The policy may hold the verdict of a check just stopped (a reload that
+                    # dropped health.ca_file): unchecked is not healthy.
+                    self.q.put(HealthChanged(False, why))
                 return
         self.health = self.parts.health(self.cfg.health, ca or None, self._on_health)
         self.health.start()
@@ -202,14 +208,19 @@ class Daemon:
         drops the check over) a kubeconfig being rewritten. None: not usable yet."""
         if self._kubeconfig_ca is None:
             pem = self.connector.health_ca(self.cfg)
-            if pem is None:
-                return None
-            self._kubeconfig_ca = ""
-            if pem:
-                path = self.run_dir / HEALTH_CA_FILE
+            if not pem:
+                self._kubeconfig_ca = pem  # None: not yet; "": it names none
+                return pem
+            path = self.run_dir / HEALTH_CA_FILE
+            try:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 path.write_text(pem)  # a CA's certificate: public
-                self._kubeconfig_ca = str(path)
+            except OSError as e:
+                if self._health_ca_error != str(e):
+                    log.error("cannot keep the apiserver's CA for the health check: %s", e)
+                    self._health_ca_error = str(e)
+                return None
+            self._kubeconfig_ca = str(path)
         return self._kubeconfig_ca
 
     def _on_health(self, healthy: bool, reason: str) -> None:

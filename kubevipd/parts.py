@@ -168,4 +168,4 @@ class Parts:
     )
     election: Callable[[ElectionSpec, str], Election] = build_election
     health: Callable[[HealthSpec, str | None, Callable[[bool, str], None]], Health] = build_health
-    kubeconfig_ca: Callable[[Path], str | None] = kubeconfig_ca  # no election: the health CA
+    kubeconfig_ca: Callable[[Path, Path], str | None] = kubeconfig_ca  # no election: health CA

@@ -16,11 +16,12 @@ import base64
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from kubevipd.lazyimport import defer_kubernetes
 
@@ -82,28 +83,52 @@ def _load(path: Path) -> Configuration:
     return cfg
 
 
+class _StringLoader(yaml.SafeLoader):  # type: ignore[misc]  # no stubs for PyYAML here
+    """Every scalar but null a string, as client-go's typed fields read them: a cluster named
+    1.10 stays "1.10", a context named 2024-02-30 is no date that does not exist."""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, Any]]]] = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag == "tag:yaml.org,2002:null"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
 def _entries(doc: dict[str, Any], key: str, inner: str) -> dict[str, dict[str, Any]]:
     """A kubeconfig's named list (``clusters``, ``contexts``) as name -> its inner mapping."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in doc.get(key) or []:
-        if isinstance(item, dict) and isinstance(item.get(inner), dict):
-            out[str(item.get("name"))] = item[inner]
-    return out
+    items = doc.get(key) or []
+    if not isinstance(items, list):
+        raise ValueError(f"{key} is not a list")
+    return {
+        str(item.get("name")): item[inner]
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get(inner), dict)
+    }
 
 
-def kubeconfig_ca(path: Path) -> str | None:
+def kubeconfig_ca(path: Path, relative_to: Path | None = None) -> str | None:
     """The PEM of the CA that the kubeconfig's current context trusts for its apiserver (None:
     it names none, the system's CAs apply), for the health check of a node that runs no
     election. Only that cluster entry is read: no credentials are loaded and no exec plugin
-    runs. Without a current-context, a kubeconfig with one cluster names that one."""
-
-    def unusable(why: object) -> ElectionSetupError:
-        return ElectionSetupError(f"cannot use kubeconfig {path}: {' '.join(str(why).split())}")
-
+    runs. As kubectl: current-context, its context's cluster, that cluster's
+    certificate-authority-data, else its certificate-authority (a relative path is the
+    kubeconfig's directory's: ``relative_to``, the original's when ``path`` is a copy).
+    Beyond kubectl, a kubeconfig with no current-context and one cluster names that one.
+    Anything unusable, whatever the shape of the file, is an ElectionSetupError: waited for."""
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise unusable(e) from None
+        return _kubeconfig_ca(path, relative_to or path.parent)
+    except ElectionSetupError:
+        raise
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError, yaml.YAMLError) as e:
+        # ValueError includes binascii.Error and UnicodeDecodeError.
+        why = " ".join(str(e).split()) or type(e).__name__
+        raise ElectionSetupError(f"cannot use kubeconfig {path}: {why}") from None
+
+
+def _kubeconfig_ca(path: Path, base: Path) -> str | None:
+    def unusable(why: str) -> ElectionSetupError:
+        return ElectionSetupError(f"cannot use kubeconfig {path}: {why}")
+
+    doc = yaml.load(path.read_text(), Loader=_StringLoader)  # a SafeLoader
     if not isinstance(doc, dict):
         raise unusable("not a kubeconfig (no mapping)")
     clusters = _entries(doc, "clusters", "cluster")
@@ -121,17 +146,20 @@ def kubeconfig_ca(path: Path) -> str | None:
     if cluster is None:
         raise unusable(f"its cluster {name!r} is not among its clusters")
     data, named = cluster.get("certificate-authority-data"), cluster.get("certificate-authority")
-    try:
-        if data:
-            pem = base64.b64decode(str(data), validate=True).decode()
-        elif named:
-            pem = (path.parent / str(named)).read_text()  # relative: to the kubeconfig's dir
-        else:
-            return None
-    except (OSError, ValueError) as e:  # binascii.Error and UnicodeDecodeError are ValueErrors
-        raise unusable(f"its cluster {name!r}'s CA: {e}") from None
-    if "-----BEGIN CERTIFICATE-----" not in pem:
+    if data:
+        pem = base64.b64decode(str(data)).decode()  # line breaks skipped, as client-go does
+    elif named:
+        pem = (base / str(named)).read_text()
+    elif str(cluster.get("insecure-skip-tls-verify", "")).lower() == "true":
+        raise unusable(f"its cluster {name!r} skips TLS verification: set health.ca_file")
+    else:
+        return None
+    if "-----BEGIN CERTIFICATE-----" not in pem:  # ssl takes an empty one: the system's CAs
         raise unusable(f"its cluster {name!r}'s CA is no PEM certificate")
+    try:
+        ssl.create_default_context(cadata=pem)  # what the health check will load
+    except (ssl.SSLError, ValueError) as e:
+        raise unusable(f"its cluster {name!r}'s CA is no certificate ssl can load ({e})") from None
     return pem
 
 

@@ -4,6 +4,7 @@ has not written it, and never replaced by the system's CAs meanwhile."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ def config(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     return load_text(text).config
 
 
+FAKE = base64.b64encode(b"-----BEGIN CERTIFICATE-----\naaa\n-----END CERTIFICATE-----\n").decode()
+
+
 def test_the_ca_is_the_one_the_current_context_trusts_inline_or_by_file(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki", ["192.0.2.75"], ("kubernetes",))
     inline = write_kubeconfig(tmp_path / "admin.conf", "https://192.0.2.75:6443", pki, "t")
@@ -49,6 +53,24 @@ def test_the_ca_is_the_one_the_current_context_trusts_inline_or_by_file(tmp_path
     # A relative path is the kubeconfig's directory's; the current context picks the cluster.
     two = variant("k3s.yaml", clusters=[other, {"name": "lab", "cluster": by_file}])
     assert kubeconfig_ca(two) == pki.ca_pem.decode()
+    # Read from the copy under the unit, it is the original's directory's.
+    (tmp_path / "copies").mkdir()
+    copy = tmp_path / "copies" / "k3s.yaml"
+    copy.write_text(two.read_text())
+    assert kubeconfig_ca(copy, relative_to=tmp_path) == pki.ca_pem.decode()
+    # Base64 broken over lines (a block scalar) decodes, as client-go decodes it.
+    wrapped = base64.b64encode(pki.ca_pem).decode()
+    wrapped = "\n".join(wrapped[i : i + 64] for i in range(0, len(wrapped), 64))
+    lines = [{"name": "lab", "cluster": {"certificate-authority-data": wrapped}}]
+    assert kubeconfig_ca(variant("wrapped.yaml", clusters=lines)) == pki.ca_pem.decode()
+    # Names are strings, whatever they look like to YAML: 1.10 is no float, nor a date a date.
+    data = base64.b64encode(pki.ca_pem).decode()
+    path = tmp_path / "odd.yaml"
+    path.write_text(
+        "current-context: 2024-02-30\ncontexts: [{name: 2024-02-30, context: {cluster: 1.10}}]\n"
+        f"clusters: [{{name: 1.10, cluster: {{certificate-authority-data: {data}}}}}]\n"
+    )
+    assert kubeconfig_ca(path) == pki.ca_pem.decode()
     # No credentials are read: a user whose files are gone, or an exec plugin, is not run.
     users = [{"name": "lab", "user": {"exec": {"command": "/nonexistent/plugin"}}}]
     assert kubeconfig_ca(variant("exec.yaml", users=users)) == pki.ca_pem.decode()
@@ -80,9 +102,32 @@ def test_the_ca_is_the_one_the_current_context_trusts_inline_or_by_file(tmp_path
             },
             "nonexistent.crt",
         ),
+        (
+            "empty.yaml",
+            {"clusters": [{"name": "lab", "cluster": {"certificate-authority-data": "%"}}]},
+            "no PEM",
+        ),
+        (
+            "fake.yaml",
+            {"clusters": [{"name": "lab", "cluster": {"certificate-authority-data": FAKE}}]},
+            "ssl can load",
+        ),
+        (
+            "insecure.yaml",
+            {"clusters": [{"name": "lab", "cluster": {"insecure-skip-tls-verify": True}}]},
+            "set health.ca_file",
+        ),
+        ("list.yaml", {"clusters": 5}, "clusters is not a list"),
+        ("ctxs.yaml", {"contexts": True}, "contexts is not a list"),
     ):
         with pytest.raises(ElectionSetupError, match=says):
             kubeconfig_ca(variant(name, **change))
+    # Whatever the shape of the file, an ElectionSetupError (waited for), never a crash.
+    for text in ("", "- a\n", "a: " + "[" * 3000 + "]" * 3000 + "\n", "\xff\xfe", "{a: [}"):
+        path = tmp_path / "shape.yaml"
+        path.write_bytes(text.encode("latin-1"))
+        with pytest.raises(ElectionSetupError, match="cannot use kubeconfig"):
+            kubeconfig_ca(path)
 
 
 def test_the_connector_waits_for_the_kubeconfig_and_says_so_once(
@@ -92,7 +137,8 @@ def test_the_connector_waits_for_the_kubeconfig_and_says_so_once(
     cfg = config(kc, monkeypatch)
     seen: list[Path] = []
 
-    def ca_of(path: Path) -> str | None:
+    def ca_of(path: Path, relative_to: Path) -> str | None:
+        assert relative_to == kc.parent
         seen.append(path)
         if "half" in path.read_text():
             raise ElectionSetupError(f"cannot use kubeconfig {path}: caught mid-write")
@@ -123,11 +169,15 @@ def test_a_kubeconfig_that_names_no_ca_gives_the_systems_and_the_copy_is_what_is
     copies.mkdir()
     (copies / "admin.conf").write_text("whole")
     monkeypatch.setenv("KUBEVIPD_KUBECONFIG_DIR", str(copies))
-    seen: list[Path] = []
-    c = ElectionConnector(no_election, "n1", lambda path: seen.append(path))  # type: ignore[func-returns-value]
+    seen: list[tuple[Path, Path]] = []
+
+    def ca_of(path: Path, relative_to: Path) -> None:
+        seen.append((path, relative_to))
+
+    c = ElectionConnector(no_election, "n1", ca_of)
     with caplog.at_level(logging.INFO, logger="kubevipd"):
         assert c.health_ca(cfg) == ""  # not None: nothing to wait for
-    assert seen == [copies / "admin.conf"]
+    assert seen == [(copies / "admin.conf", tmp_path)]  # a relative CA path: the original's
     assert (
         f"kubeconfig {kc} (read at {copies / 'admin.conf'}) names no CA: health check trusts "
         "the system's" in caplog.text

@@ -633,7 +633,7 @@ def test_a_policy_without_an_election_runs_no_lease_client_and_health_still_deci
     def no_election(spec: Any, identity: str) -> Any:
         raise AssertionError("an election backend was made for a policy that does not elect")
 
-    def no_kubeconfig(path: Path) -> str | None:
+    def no_kubeconfig(path: Path, relative_to: Path) -> str | None:
         raise AssertionError("the kubeconfig was read for a CA that health.ca_file names")
 
     r: Daemon | None = None
@@ -718,7 +718,7 @@ def test_with_no_election_the_health_check_waits_for_the_kubeconfigs_ca(
         policy=build_all_nodes_policy,
         vip_source=FakeSource,
         health=Health,
-        kubeconfig_ca=lambda path: PEM if path == kc else None,
+        kubeconfig_ca=lambda path, base: PEM if (path, base) == (kc, tmp_path) else None,
     )
     statuses: list[str] = []
     ready = threading.Event()
@@ -768,7 +768,7 @@ def test_with_no_election_a_reload_restarts_the_check_with_the_ca_read_at_start(
 
     reads: list[Path] = []
 
-    def ca_of(path: Path) -> str:
+    def ca_of(path: Path, relative_to: Path) -> str:
         reads.append(path)
         return PEM
 
@@ -789,6 +789,50 @@ def test_with_no_election_a_reload_restarts_the_check_with_the_ca_read_at_start(
     assert Health.made == [ca, ca] and reads == [kc] and not r._health_waits_for_ca
     r._apply(load_text(text + f"health: {{ca_file: {tmp_path / 'ca.crt'}}}\n").config)
     assert Health.made == [ca, ca, None]  # the checker takes health.ca_file from its spec
+    assert queued(r) == []
+
+
+def test_with_no_election_a_reload_that_drops_ca_file_tells_the_policy_it_is_not_healthy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: started with health.ca_file, a reload that removed it while the kubeconfig was
+    missing stopped the check and left the policy with its last verdict, healthy: the VIP held
+    and announced, unchecked. Waiting for the CA is not healthy (said once, not every turn)."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
+    kc = tmp_path / "admin.conf"
+
+    class Health(RecordedHealth):
+        made: ClassVar[list[str | None]] = []
+
+    text = "node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n" + ALL_NODES % kc
+    r = Daemon(
+        load_text(text + f"health: {{ca_file: {tmp_path / 'ca.crt'}}}\n").config,
+        str(tmp_path / "kubevip.yaml"),
+        tmp_path / "run",
+        Parts(
+            link=FakeLink,
+            announcer=FakeAnnouncer,
+            monitor=FakeMonitor,
+            policy=build_all_nodes_policy,
+            vip_source=FakeSource,
+            health=Health,
+            kubeconfig_ca=lambda path, base: PEM,
+        ),
+    )
+    r._start_health()
+    r.dispatch(HealthChanged(True, "HTTP 200"))
+    assert r.policy.holds_vip and Health.made == [None]
+    r._apply(load_text(text).config)  # health.ca_file gone; the kubeconfig is not there
+    assert r._health_waits_for_ca and Health.made == [None]
+    for item in queued(r):
+        r.dispatch(item)
+    assert not r.policy.holds_vip and r.policy.role is Role.FOLLOWER
+    r._start_health()  # the loop's next turn, still waiting: nothing more to say
+    assert queued(r) == [] and r._health_waits_for_ca
+    kc.write_text("written by kubeadm init")
+    r._start_health()
+    assert Health.made == [None, str(r.run_dir / "apiserver-ca.crt")]
 
 
 def test_a_vip_moved_while_following_leaves_no_stray_copy_on_the_old_interface(

@@ -1065,3 +1065,34 @@ def test_a_hung_slow_announcer_does_not_grow_a_backlog(loop: Daemon) -> None:
     release.set()
     loop.effects.slow.close(5.0)
     assert len(count) == 2  # the hung one, and one more: not six
+
+
+def test_with_no_election_a_ca_that_cannot_be_kept_is_said_once_and_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
+    kc = tmp_path / "admin.conf"
+    kc.write_text("written by kubeadm init")
+
+    class Health(RecordedHealth):
+        made: ClassVar[list[str | None]] = []
+
+    r = seams(
+        tmp_path,
+        ALL_NODES % kc,
+        policy=build_all_nodes_policy,
+        vip_source=FakeSource,
+        health=Health,
+        kubeconfig_ca=lambda path, base: PEM,
+    )
+    r.run_dir = tmp_path / "not-a-dir"
+    r.run_dir.write_text("")
+    with caplog.at_level(logging.ERROR, logger="kubevipd"):
+        r._start_health()
+        r._start_health()
+    assert Health.made == [] and r._health_waits_for_ca
+    assert caplog.text.count("cannot keep the apiserver's CA for the health check") == 1
+    r.run_dir.unlink()
+    r._start_health()
+    assert Health.made == [str(r.run_dir / "apiserver-ca.crt")]

@@ -14,7 +14,8 @@ import socket
 import threading
 import time
 import urllib.request
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from pathlib import Path
 from types import SimpleNamespace
@@ -693,33 +694,56 @@ class RecordedHealth:
         pass
 
 
+@dataclass
+class AllNodesLoop:
+    """A loop with the all-nodes policy, its kubeconfig, and the health checkers it made."""
+
+    daemon: Daemon
+    health: type[RecordedHealth]
+    kubeconfig: Path
+    config: str  # its config file's text, for a reload
+
+    def reload(self, more: str = "") -> None:
+        self.daemon._apply(load_text(self.config + more).config)
+
+
+@pytest.fixture
+def all_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., AllNodesLoop]:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
+    kc = tmp_path / "admin.conf"
+
+    def make(
+        ca_of: Callable[[Path, Path], str | None] = lambda path, base: PEM, more: str = ""
+    ) -> AllNodesLoop:
+        class Health(RecordedHealth):
+            made: ClassVar[list[str | None]] = []
+
+        text = "node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n" + ALL_NODES % kc
+        r = seams(
+            tmp_path,
+            ALL_NODES % kc + more,
+            policy=build_all_nodes_policy,
+            vip_source=FakeSource,
+            health=Health,
+            kubeconfig_ca=ca_of,
+        )
+        return AllNodesLoop(r, Health, kc, text)
+
+    return make
+
+
 def test_with_no_election_the_health_check_waits_for_the_kubeconfigs_ca(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, all_nodes: Callable[..., AllNodesLoop]
 ) -> None:
     """health.ca_file defaults to the election kubeconfig's CA, in all-nodes mode too (it used
     to check against the system's CAs there: never healthy on kubeadm's certificate). Until
     kubeadm writes the kubeconfig no check runs, the status says what is awaited, and the
     loop looks again (every second at most) without a restart."""
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
     kc = tmp_path / "admin.conf"
-    r: Daemon | None = None
-
-    class Health(RecordedHealth):
-        made: ClassVar[list[str | None]] = []
-
-        def started(self) -> None:
-            assert r is not None
-            r.q.put(Stop("test"))
-
-    r = seams(
-        tmp_path,
-        ALL_NODES % kc,
-        policy=build_all_nodes_policy,
-        vip_source=FakeSource,
-        health=Health,
-        kubeconfig_ca=lambda path, base: PEM if (path, base) == (kc, tmp_path) else None,
-    )
+    loop = all_nodes(lambda path, base: PEM if (path, base) == (kc, tmp_path) else None)
+    r, Health = loop.daemon, loop.health
+    Health.started = staticmethod(lambda: r.q.put(Stop("test")))
     statuses: list[str] = []
     ready = threading.Event()
 
@@ -732,7 +756,6 @@ def test_with_no_election_the_health_check_waits_for_the_kubeconfigs_ca(
 
     def kubeadm() -> None:
         """Writes the kubeconfig once the daemon is up (a Stop bounds the test)."""
-        assert r is not None
         ready.wait(5)
         seen.update(waited=r._health_waits_for_ca, made=list(Health.made))
         kc.write_text("written by kubeadm init")
@@ -752,78 +775,44 @@ def test_with_no_election_the_health_check_waits_for_the_kubeconfigs_ca(
 
 
 def test_with_no_election_a_reload_restarts_the_check_with_the_ca_read_at_start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, all_nodes: Callable[..., AllNodesLoop]
 ) -> None:
     """Review: a reload that changed health stopped the check and read the kubeconfig again;
     caught missing or mid-write (kubeadm rewrites it), no check ran while the policy still
     believed the last verdict, healthy: the VIP announced unchecked. The CA is read once, as
     the election client reads its kubeconfig once; health.ca_file set on reload wins."""
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
-    kc = tmp_path / "admin.conf"
-    kc.write_text("written by kubeadm init")
-
-    class Health(RecordedHealth):
-        made: ClassVar[list[str | None]] = []
-
     reads: list[Path] = []
 
     def ca_of(path: Path, relative_to: Path) -> str:
         reads.append(path)
         return PEM
 
-    r = seams(
-        tmp_path,
-        ALL_NODES % kc,
-        policy=build_all_nodes_policy,
-        vip_source=FakeSource,
-        health=Health,
-        kubeconfig_ca=ca_of,
-    )
+    loop = all_nodes(ca_of)
+    r, Health, kc = loop.daemon, loop.health, loop.kubeconfig
+    kc.write_text("written by kubeadm init")
     r._start_health()
     ca = str(r.run_dir / "apiserver-ca.crt")
     assert Health.made == [ca] and reads == [kc]
     kc.unlink()  # kubeadm rewriting it
-    text = "node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n" + ALL_NODES % kc
-    r._apply(load_text(text + "health: {failure_threshold: 5}\n").config)
+    loop.reload("health: {failure_threshold: 5}\n")
     assert Health.made == [ca, ca] and reads == [kc] and not r._health_waits_for_ca
-    r._apply(load_text(text + f"health: {{ca_file: {tmp_path / 'ca.crt'}}}\n").config)
+    loop.reload(f"health: {{ca_file: {tmp_path / 'ca.crt'}}}\n")
     assert Health.made == [ca, ca, None]  # the checker takes health.ca_file from its spec
     assert queued(r) == []
 
 
 def test_with_no_election_a_reload_that_drops_ca_file_tells_the_policy_it_is_not_healthy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, all_nodes: Callable[..., AllNodesLoop]
 ) -> None:
     """Review: started with health.ca_file, a reload that removed it while the kubeconfig was
     missing stopped the check and left the policy with its last verdict, healthy: the VIP held
     and announced, unchecked. Waiting for the CA is not healthy (said once, not every turn)."""
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
-    kc = tmp_path / "admin.conf"
-
-    class Health(RecordedHealth):
-        made: ClassVar[list[str | None]] = []
-
-    text = "node_name: n1\ninterface: eth0\nvip: {address: 192.0.2.75}\n" + ALL_NODES % kc
-    r = Daemon(
-        load_text(text + f"health: {{ca_file: {tmp_path / 'ca.crt'}}}\n").config,
-        str(tmp_path / "kubevip.yaml"),
-        tmp_path / "run",
-        Parts(
-            link=FakeLink,
-            announcer=FakeAnnouncer,
-            monitor=FakeMonitor,
-            policy=build_all_nodes_policy,
-            vip_source=FakeSource,
-            health=Health,
-            kubeconfig_ca=lambda path, base: PEM,
-        ),
-    )
+    loop = all_nodes(more=f"health: {{ca_file: {tmp_path / 'ca.crt'}}}\n")
+    r, Health, kc = loop.daemon, loop.health, loop.kubeconfig
     r._start_health()
     r.dispatch(HealthChanged(True, "HTTP 200"))
     assert r.policy.holds_vip and Health.made == [None]
-    r._apply(load_text(text).config)  # health.ca_file gone; the kubeconfig is not there
+    loop.reload()  # health.ca_file gone; the kubeconfig is not there
     assert r._health_waits_for_ca and Health.made == [None]
     for item in queued(r):
         r.dispatch(item)
@@ -1068,24 +1057,11 @@ def test_a_hung_slow_announcer_does_not_grow_a_backlog(loop: Daemon) -> None:
 
 
 def test_with_no_election_a_ca_that_cannot_be_kept_is_said_once_and_waited_for(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, all_nodes: Callable[..., AllNodesLoop]
 ) -> None:
-    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    monkeypatch.delenv("KUBEVIPD_KUBECONFIG_DIR", raising=False)
-    kc = tmp_path / "admin.conf"
-    kc.write_text("written by kubeadm init")
-
-    class Health(RecordedHealth):
-        made: ClassVar[list[str | None]] = []
-
-    r = seams(
-        tmp_path,
-        ALL_NODES % kc,
-        policy=build_all_nodes_policy,
-        vip_source=FakeSource,
-        health=Health,
-        kubeconfig_ca=lambda path, base: PEM,
-    )
+    loop = all_nodes()
+    r, Health = loop.daemon, loop.health
+    loop.kubeconfig.write_text("written by kubeadm init")
     r.run_dir = tmp_path / "not-a-dir"
     r.run_dir.write_text("")
     with caplog.at_level(logging.ERROR, logger="kubevipd"):

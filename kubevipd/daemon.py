@@ -107,8 +107,10 @@ class Daemon:
         self._metrics_stop = threading.Event()  # set at shutdown: the metrics retry ends
         self.health_text = "disabled" if not cfg.health.enabled else "unknown"
         self._health_waits_for_ca = False  # no election, and the kubeconfig is not there yet
-        self._kubeconfig_ca: str | None = None  # no election: the CA's file ("": the system's)
-        self._health_ca_error = ""
+        self._kubeconfig_pem: str | None = None  # no election: the kubeconfig's CA, once read
+        self._kubeconfig_ca: str | None = None  # ... and its file ("": the system's CAs)
+        self._health_error = ""
+        self._health_gen = 0  # which checker's reports count
         self._wait_for_interface()
         assert self.attached is not None
         self.policy: Policy = self.parts.policy(
@@ -174,6 +176,7 @@ class Daemon:
             self._start_health()
 
     def _start_health(self) -> None:
+        self._health_gen += 1  # first: a late report of the checker stopped here is dropped
         if self.health is not None:
             self.health.stop()
             self.health = None
@@ -182,19 +185,29 @@ class Daemon:
             self.health_text = "disabled"
             return
         ca = self.election.ca_file if self.election else None
+        why: str | None = None
         if self._health_ca_from_kubeconfig():
-            ca = self._kubeconfig_ca_file()
-            if ca is None:  # not checked against the system's CAs meanwhile: not healthy
-                self._health_waits_for_ca = True
-                why = f"waiting for kubeconfig {self.cfg.election.kubeconfig}"
-                self.health_text = why
-                if not was_waiting:  # once: the loop calls again each turn while it waits
-                    # The policy may hold the verdict of a check just stopped (a reload that
-                    # dropped health.ca_file): unchecked is not healthy.
-                    self.q.put(HealthChanged(False, why))
+            ca, why = self._kubeconfig_ca_file()
+        if why is None:
+            gen = self._health_gen
+            try:
+                self.health = self.parts.health(
+                    self.cfg.health, ca or None, lambda ok, r: self._on_health(ok, r, gen)
+                )
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+                why = f"cannot load the health check's CA ({e})"
+                self._kubeconfig_ca = None  # written again on the next try
+                self._say_once(why)
+            else:
+                self.health.start()
                 return
-        self.health = self.parts.health(self.cfg.health, ca or None, self._on_health)
-        self.health.start()
+        # Not checked against the system's CAs meanwhile: not healthy. The loop tries again.
+        self._health_waits_for_ca = True
+        self.health_text = why
+        if not was_waiting:  # once: the loop calls again each turn while it waits
+            # The policy may hold the verdict of a check just stopped (a reload that dropped
+            # health.ca_file): unchecked is not healthy.
+            self.q.put(HealthChanged(False, why))
 
     def _health_ca_from_kubeconfig(self) -> bool:
         """No election client gives the CA of the election kubeconfig, which health.ca_file
@@ -202,28 +215,40 @@ class Daemon:
         h = self.cfg.health
         return not self.policy.uses_election and h.ca_file is None and h.url.startswith("https")
 
-    def _kubeconfig_ca_file(self) -> str | None:
-        """The kubeconfig's CA in a file of the run dir, read once, as the election client
-        reads its kubeconfig once: a reload that restarts the check never waits for (nor
-        drops the check over) a kubeconfig being rewritten. None: not usable yet."""
-        if self._kubeconfig_ca is None:
-            pem = self.connector.health_ca(self.cfg)
-            if not pem:
-                self._kubeconfig_ca = pem  # None: not yet; "": it names none
-                return pem
-            path = self.run_dir / HEALTH_CA_FILE
-            try:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                path.write_text(pem)  # a CA's certificate: public
-            except OSError as e:
-                if self._health_ca_error != str(e):
-                    log.error("cannot keep the apiserver's CA for the health check: %s", e)
-                    self._health_ca_error = str(e)
-                return None
-            self._kubeconfig_ca = str(path)
-        return self._kubeconfig_ca
+    def _kubeconfig_ca_file(self) -> tuple[str | None, str | None]:
+        """The kubeconfig's CA in a file of the run dir ("": the system's CAs), or None and
+        what is waited for. Read once, as the election client reads its kubeconfig once: a
+        reload that restarts the check never waits for (nor drops the check over) a
+        kubeconfig being rewritten."""
+        if self._kubeconfig_ca is not None:
+            return self._kubeconfig_ca, None
+        if self._kubeconfig_pem is None:
+            self._kubeconfig_pem = self.connector.health_ca(self.cfg)
+            if self._kubeconfig_pem is None:
+                return None, f"waiting for kubeconfig {self.cfg.election.kubeconfig}"
+        if not self._kubeconfig_pem:
+            self._kubeconfig_ca = ""
+            return "", None
+        path = self.run_dir / HEALTH_CA_FILE
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(self._kubeconfig_pem)  # certificates only: public
+        except OSError as e:
+            why = f"cannot keep the apiserver's CA for the health check: {e}"
+            self._say_once(why)
+            return None, why
+        self._kubeconfig_ca = str(path)
+        return self._kubeconfig_ca, None
 
-    def _on_health(self, healthy: bool, reason: str) -> None:
+    def _say_once(self, error: str) -> None:
+        """An error the loop meets again on each try: logged when it is new."""
+        if error != self._health_error:
+            log.error("%s", error)
+            self._health_error = error
+
+    def _on_health(self, healthy: bool, reason: str, gen: int) -> None:
+        if gen != self._health_gen:
+            return  # from a checker stopped since: its verdict is not the running one's
         self.health_text = f"{'healthy' if healthy else 'unhealthy'} ({reason})"
         self.q.put(HealthChanged(healthy, reason))
 

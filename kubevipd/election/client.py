@@ -83,6 +83,9 @@ def _load(path: Path) -> Configuration:
     return cfg
 
 
+_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*?-----END CERTIFICATE-----")
+
+
 class _StringLoader(yaml.SafeLoader):  # type: ignore[misc]  # no stubs for PyYAML here
     """Every scalar but null a string, as client-go's typed fields read them: a cluster named
     1.10 stays "1.10", a context named 2024-02-30 is no date that does not exist."""
@@ -154,8 +157,12 @@ def _kubeconfig_ca(path: Path, base: Path) -> str | None:
         raise unusable(f"its cluster {name!r} skips TLS verification: set health.ca_file")
     else:
         return None
-    if "-----BEGIN CERTIFICATE-----" not in pem:  # ssl takes an empty one: the system's CAs
+    # The certificates alone, as client-go's AppendCertsFromPEM takes them: any other block
+    # (a key, a CRL) is left out, and with it what ssl's two PEM readers disagree on.
+    certs = _CERTIFICATE.findall(pem)
+    if not certs:  # ssl takes an empty one: the system's CAs
         raise unusable(f"its cluster {name!r}'s CA is no PEM certificate")
+    pem = "".join(c + "\n" for c in certs)
     try:
         ssl.create_default_context(cadata=pem)  # what the health check will load
     except (ssl.SSLError, ValueError) as e:

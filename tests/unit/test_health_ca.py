@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,31 @@ def test_the_ca_is_the_one_the_current_context_trusts_inline_or_by_file(tmp_path
         path.write_bytes(text.encode("latin-1"))
         with pytest.raises(ElectionSetupError, match="cannot use kubeconfig"):
             kubeconfig_ca(path)
+
+
+def test_only_the_certificates_are_kept_so_the_checker_loads_what_was_checked(
+    tmp_path: Path,
+) -> None:
+    """Third review: a certificate with a broken CRL or key block passed ssl's cadata reader
+    and failed its cafile reader when the checker loaded the written file: a crash, at start
+    a restart loop. The certificates alone are kept (client-go's AppendCertsFromPEM skips
+    other blocks), so a key pasted into the field never reaches the run dir either."""
+    pki = make_pki(tmp_path / "pki", ["192.0.2.75"], ("kubernetes",))
+    cert = pki.ca_pem.decode()
+    for junk in (
+        "-----BEGIN X509 CRL-----\nQUJD\n-----END X509 CRL-----\n",
+        "-----BEGIN PRIVATE KEY-----\nQUJD\n-----END PRIVATE KEY-----\n",
+    ):
+        for pem in (cert + junk, junk + cert):
+            kc = tmp_path / "admin.conf"
+            data = base64.b64encode(pem.encode()).decode()
+            kc.write_text(
+                f"clusters: [{{name: c, cluster: {{certificate-authority-data: {data}}}}}]\n"
+            )
+            kept = kubeconfig_ca(kc)
+            assert kept is not None and "CRL" not in kept and "KEY" not in kept
+            (tmp_path / "ca.crt").write_text(kept)
+            ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))  # the checker's reader
 
 
 def test_the_connector_waits_for_the_kubeconfig_and_says_so_once(

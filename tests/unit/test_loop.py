@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import socket
+import ssl
 import threading
 import time
 import urllib.request
@@ -1059,16 +1060,76 @@ def test_a_hung_slow_announcer_does_not_grow_a_backlog(loop: Daemon) -> None:
 def test_with_no_election_a_ca_that_cannot_be_kept_is_said_once_and_waited_for(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, all_nodes: Callable[..., AllNodesLoop]
 ) -> None:
-    loop = all_nodes()
+    """The kubeconfig is read once, whatever the run dir does: a write that fails is tried
+    again each turn, with one error line, and the status names it (third review: the
+    kubeconfig was read again each turn, with an INFO line each second)."""
+    reads: list[Path] = []
+    loop = all_nodes(lambda path, base: reads.append(path) or PEM)
     r, Health = loop.daemon, loop.health
     loop.kubeconfig.write_text("written by kubeadm init")
     r.run_dir = tmp_path / "not-a-dir"
     r.run_dir.write_text("")
+    with caplog.at_level(logging.INFO, logger="kubevipd"):
+        r._start_health()
+        r._start_health()
+    assert Health.made == [] and r._health_waits_for_ca and len(reads) == 1
+    assert caplog.text.count("cannot keep the apiserver's CA for the health check") == 1
+    assert caplog.text.count("health check trusts the CA") == 1
+    assert r.health_text.startswith("cannot keep the apiserver's CA")
+    assert [type(e) for e in queued(r)] == [HealthChanged]  # not healthy, said once
+    r.run_dir.unlink()
+    r._start_health()
+    assert Health.made == [str(r.run_dir / "apiserver-ca.crt")] and len(reads) == 1
+
+
+def test_a_health_checker_that_cannot_be_made_is_waited_for_not_a_crash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, all_nodes: Callable[..., AllNodesLoop]
+) -> None:
+    """Third review: the checker loads its CA when it is made; a file ssl refused (or gone
+    since it was written) raised out of the loop and ended the daemon, at start in a
+    restart loop. It is said once, the node is not healthy, and each turn tries again."""
+    loop = all_nodes()
+    r = loop.daemon
+    loop.kubeconfig.write_text("written by kubeadm init")
+    made: list[str | None] = []
+
+    def health(spec: Any, ca: str | None, report: Any) -> RecordedHealth:
+        made.append(ca)
+        if len(made) < 3:
+            raise ssl.SSLError(9, "[X509] PEM lib (_ssl.c:3917)")
+        return loop.health(spec, ca, report)
+
+    r.parts = replace(r.parts, health=health)
     with caplog.at_level(logging.ERROR, logger="kubevipd"):
         r._start_health()
         r._start_health()
-    assert Health.made == [] and r._health_waits_for_ca
-    assert caplog.text.count("cannot keep the apiserver's CA for the health check") == 1
-    r.run_dir.unlink()
+    assert r.health is None and r._health_waits_for_ca
+    assert caplog.text.count("cannot load the health check's CA") == 1
+    assert [type(e) for e in queued(r)] == [HealthChanged]
     r._start_health()
-    assert Health.made == [str(r.run_dir / "apiserver-ca.crt")]
+    assert r.health is not None and not r._health_waits_for_ca
+    ca = str(r.run_dir / "apiserver-ca.crt")
+    assert made == [ca, ca, ca]
+
+
+def test_a_verdict_of_a_health_checker_stopped_since_is_dropped(
+    all_nodes: Callable[..., AllNodesLoop],
+) -> None:
+    """Third review: a check under way when a reload stopped its checker could report after
+    the wait's 'not healthy' and leave the policy holding, with no check running."""
+    loop = all_nodes()
+    r = loop.daemon
+    loop.kubeconfig.write_text("written by kubeadm init")
+    reports: list[Any] = []
+
+    def health(spec: Any, ca: str | None, report: Any) -> RecordedHealth:
+        reports.append(report)
+        return loop.health(spec, ca, report)
+
+    r.parts = replace(r.parts, health=health)
+    r._start_health()
+    r._start_health()  # a reload
+    reports[0](True, "HTTP 200, late")
+    assert queued(r) == []
+    reports[1](True, "HTTP 200")
+    assert queued(r) == [HealthChanged(True, "HTTP 200")]

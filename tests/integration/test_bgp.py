@@ -154,8 +154,15 @@ def test_a_leader_whose_apiserver_dies_withdraws_its_route_over_a_session_that_s
     try:
         new = run.wait_new_leader(old.name, 5)
         run.wait_route(new, 5)
+        # The old path loses on MED before its withdrawal reaches each router (ExaBGP sends to
+        # its peers one after the other): "only the new one" is waited for, not assumed.
+        assert run.lab.wait_for(
+            lambda: all(
+                [r.next_hop for r in x.routes(run.lab.vip)] == [new.ip] for x in run.lab.routers
+            ),
+            2,
+        ), [x.routes(run.lab.vip) for x in run.lab.routers]
         for router in run.lab.routers:
-            assert [r.next_hop for r in router.routes(run.lab.vip)] == [new.ip]
             assert router.sessions()[old.ip] == "established", router.sessions()
         run.assert_client_reaches(new)
     finally:

@@ -175,7 +175,10 @@ def test_a_leader_whose_apiserver_lost_etcd_drops_the_vip_then_hands_over(run: R
     assert took < dropped + 0.5 < 3.0, (dropped, took)
     assert run.sampler.double == []  # the VIP was gone before anyone took it
     assert "could not renew the lease within 2s" in run.lab.log_text(old)
-    assert "released the lease through https://" in run.lab.log_text(old)
+    # Logged once the release's answer is back, which can come after the new holder's VIP.
+    assert run.lab.wait_for(
+        lambda: "released the lease through https://" in run.lab.log_text(old), 2
+    )
     run.assert_client_reaches(new)
     run.lab.cut_from_store(old, False)
     time.sleep(1.5)
@@ -213,7 +216,10 @@ def test_a_leader_whose_apiserver_dies_hands_over_within_detection_plus_500ms(
     assert took < detection + 0.5, f"{took:.3f}s\n{run.logs()}"
     assert api_outage < detection + 0.5 + 0.3, api_outage  # + the ARP update, probe period
     assert "the local apiserver is unhealthy" in run.lab.log_text(old)
-    assert "released the lease through https://" in run.lab.log_text(old)
+    # Logged once the release's answer is back, which can come after the new holder's VIP.
+    assert run.lab.wait_for(
+        lambda: "released the lease through https://" in run.lab.log_text(old), 2
+    )
     run.assert_client_reaches(new)
     # Its apiserver back but not ready yet: when the new leader stops, the third node takes
     # the released lease, never the one whose apiserver is not ready.
@@ -242,7 +248,10 @@ def test_a_leader_whose_apiserver_fails_every_call_hands_over_before_expiry(
     took = time.monotonic() - t0
     assert took < 2.0 + 0.5, f"{took:.3f}s: the lease expired instead of being released"
     assert "could not renew the lease within 2s" in run.lab.log_text(old)
-    assert "released the lease through https://" in run.lab.log_text(old)
+    # Logged once the release's answer is back, which can come after the new holder's VIP.
+    assert run.lab.wait_for(
+        lambda: "released the lease through https://" in run.lab.log_text(old), 2
+    )
     run.assert_client_reaches(new)
     old.api.faults.latency, old.api.faults.error_code = 0.0, None
 
@@ -288,7 +297,8 @@ def test_a_vip_added_by_hand_on_a_follower_is_removed(run: Run) -> None:
         assert run.lab.wait_for(lambda: run.lab.holders() == [run.leader.name], 3, interval=0.01)
         removed = time.monotonic() - t0
     assert removed < 2.2, f"removed after {removed * 1000:.0f} ms"  # 1 s refresh + 1 s sleep
-    assert run.sampler.excused, "the sampler never saw the VIP added by hand"
+    # Not asserted: that the sampler saw it. Added just before the follower's status refresh,
+    # the copy lives a few ms, less than the sampler's period; the daemon's line says it saw it.
     log = run.lab.log_text(follower)
     assert "the VIP is on the interface although this node does not hold the lease" in log
     run.assert_client_reaches(run.leader)
@@ -421,7 +431,9 @@ def test_systemd_notify_protocol(run: Run, tmp_path: Path) -> None:
     messages.clear()
     run.lab.signal(node, signal.SIGHUP)
     assert run.lab.wait_for(lambda: seen("READY=1"), 5, interval=0)
-    assert messages[0][1].startswith("RELOADING=1")
+    # A watchdog ping sent before the daemon took the SIGHUP may come first.
+    told = [m for _, m in messages if m != "WATCHDOG=1"]
+    assert told[0].startswith("RELOADING=1"), told
     # Leave our node the only candidate, then stop the leader: STATUS tells the takeover.
     third = next(n for n in run.lab.nodes if n is not run.leader and n is not node)
     run.lab.signal(third, signal.SIGTERM)

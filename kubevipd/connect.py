@@ -69,22 +69,22 @@ class ElectionConnector:
         the PEM of the CA comes from the same kubeconfig, and nothing else is read from it.
         None while it is missing or not usable (logged as for the election); "" when it names
         no CA (the system's)."""
-        read: list[Path] = []
+        wanted = cfg.election.kubeconfig
 
         def ca(spec: ElectionSpec) -> str:
-            read.append(spec.kubeconfig)
             # A relative CA path is the original's directory's, the copy read under the unit
             # being elsewhere.
-            return self.ca_of(spec.kubeconfig, cfg.election.kubeconfig.parent) or ""
-
-        pem = self._from_kubeconfig(cfg, ca)
-        if pem is not None:
-            wanted = cfg.election.kubeconfig
-            where = f"{wanted}" + (f" (read at {read[0]})" if read[0] != wanted else "")
+            pem = self.ca_of(spec.kubeconfig, wanted.parent) or ""
+            where = f"{wanted}" + (
+                f" (read at {spec.kubeconfig})" if spec.kubeconfig != wanted else ""
+            )
             if pem:
                 log.info("health check trusts the CA of kubeconfig %s", where)
             else:
                 log.info("kubeconfig %s names no CA: health check trusts the system's", where)
+            return pem
+
+        pem = self._from_kubeconfig(cfg, ca)
         return pem
 
     def connect(self, cfg: Config, vip_text: str) -> Election | None:

@@ -108,7 +108,6 @@ class Daemon:
         self.health_text = "disabled" if not cfg.health.enabled else "unknown"
         self._health_waits_for_ca = False  # no election, and the kubeconfig is not there yet
         self._kubeconfig_pem: str | None = None  # no election: the kubeconfig's CA, once read
-        self._kubeconfig_ca: str | None = None  # ... and its file ("": the system's CAs)
         self._health_error = ""
         self._health_gen = 0  # which checker's reports count
         self._wait_for_interface()
@@ -196,7 +195,6 @@ class Daemon:
                 )
             except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
                 why = f"cannot load the health check's CA ({e})"
-                self._kubeconfig_ca = None  # written again on the next try
                 self._say_once(why)
             else:
                 self.health.start()
@@ -219,15 +217,13 @@ class Daemon:
         """The kubeconfig's CA in a file of the run dir ("": the system's CAs), or None and
         what is waited for. Read once, as the election client reads its kubeconfig once: a
         reload that restarts the check never waits for (nor drops the check over) a
-        kubeconfig being rewritten."""
-        if self._kubeconfig_ca is not None:
-            return self._kubeconfig_ca, None
+        kubeconfig being rewritten. Written at each (re)start of the check, which is rare:
+        a file gone since, or refused, is put back."""
         if self._kubeconfig_pem is None:
             self._kubeconfig_pem = self.connector.health_ca(self.cfg)
             if self._kubeconfig_pem is None:
                 return None, f"waiting for kubeconfig {self.cfg.election.kubeconfig}"
         if not self._kubeconfig_pem:
-            self._kubeconfig_ca = ""
             return "", None
         path = self.run_dir / HEALTH_CA_FILE
         try:
@@ -237,8 +233,7 @@ class Daemon:
             why = f"cannot keep the apiserver's CA for the health check: {e}"
             self._say_once(why)
             return None, why
-        self._kubeconfig_ca = str(path)
-        return self._kubeconfig_ca, None
+        return str(path), None
 
     def _say_once(self, error: str) -> None:
         """An error the loop meets again on each try: logged when it is new."""

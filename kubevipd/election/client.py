@@ -70,6 +70,11 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def _one_line(e: BaseException) -> str:
+    """An error's text on one log line (PyYAML's span several), or its type when it has none."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def _load(path: Path) -> Configuration:
     """The kubeconfig's current context as a client configuration (an inline CA or client
     certificate goes to a temporary file, which the client removes at exit)."""
@@ -78,8 +83,7 @@ def _load(path: Path) -> Configuration:
         load_kube_config(config_file=str(path), client_configuration=cfg, persist_config=False)
     except (OSError, ConfigException, ValueError, TypeError, yaml.YAMLError) as e:
         # YAMLError: kubeadm's file caught half-written, which the kubernetes client lets out.
-        reason = " ".join(str(e).split())
-        raise ElectionSetupError(f"cannot use kubeconfig {path}: {reason}") from None
+        raise ElectionSetupError(f"cannot use kubeconfig {path}: {_one_line(e)}") from None
     return cfg
 
 
@@ -123,8 +127,7 @@ def kubeconfig_ca(path: Path, relative_to: Path | None = None) -> str | None:
         raise
     except (OSError, ValueError, TypeError, AttributeError, RecursionError, yaml.YAMLError) as e:
         # ValueError includes binascii.Error and UnicodeDecodeError.
-        why = " ".join(str(e).split()) or type(e).__name__
-        raise ElectionSetupError(f"cannot use kubeconfig {path}: {why}") from None
+        raise ElectionSetupError(f"cannot use kubeconfig {path}: {_one_line(e)}") from None
 
 
 def _kubeconfig_ca(path: Path, base: Path) -> str | None:
